@@ -44,6 +44,8 @@ def load_audio(
     Stereo is averaged, integer PCM is scaled to [-1, 1], other rates are resampled (soxr).
     """
     path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: file not found")
     try:
         with sf.SoundFile(str(path)) as f:
             native_sr = f.samplerate

@@ -132,3 +132,115 @@ def info_cmd(store: Path, max_failures: int) -> None:
 def featurize_main() -> None:
     """Console script ``featurize`` (same as ``ser featurize``)."""
     featurize_cmd(prog_name="featurize")
+
+
+# -- train -------------------------------------------------------------------------------------
+@main.command("train", context_settings={"show_default": True})
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("feats.h5"))
+@click.option("--model", type=click.Choice(["cnn1d", "cnn2d"]), default="cnn1d")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Run folder [default: runs/<model>-<time>].")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), default="adam")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
+@click.option("--epochs", type=click.IntRange(min=1), default=100)
+@click.option("--batch-size", type=click.IntRange(min=2), default=64)
+@click.option("--seed", type=int, default=42)
+@click.option("--patience", type=click.IntRange(min=0), default=20,
+              help="Stop after this many epochs without a better validation macro-F1 (0: never).")
+@click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0)
+@click.option("--filters", default=None, help="cnn2d: filters per block, e.g. 128,128,64,64,32.")
+@click.option("--kernels", default=None, help="cnn2d: kernel per block, e.g. 1x3,3x5,3x5,3x3,3x3.")
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None)
+@click.option("--pooling", type=click.Choice(["avg", "max", "flatten"]), default=None,
+              help="cnn2d: global average/max pooling, or the study's flatten.")
+@click.option("--batch-norm/--no-batch-norm", default=None, help="cnn2d: BatchNorm after each conv.")
+@click.option("--spec-augment/--no-spec-augment", default=False, help="cnn2d: time/frequency masks at train time.")
+@click.option("--mixup", type=click.FloatRange(min=0), default=0.0, help="Mixup alpha (0: off).")
+@click.option("--sweep", "sweeps", multiple=True,
+              help="KEY=V1,V2 (repeatable): train the grid, e.g. optimizer=adam,sgd,rmsprop; "
+                   "separate values that contain commas with |.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@_friendly_errors
+def train_cmd(store_path: Path, model: str, out: Path | None, optimizer: str, lr: float, epochs: int,
+              batch_size: int, seed: int, patience: int, weight_decay: float, filters: str | None,
+              kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None,
+              spec_augment: bool, mixup: float, sweeps: tuple[str, ...], device: str) -> None:
+    """Train a model (or a grid with --sweep) from the store; writes best.pt, last.pt, history, curves."""
+    import time
+
+    from .train import FitResult, TrainConfig, parse_sweep, train
+
+    hparams = {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
+               "batch_norm": batch_norm}
+    if model == "cnn1d":
+        given = [k for k in ("filters", "kernels", "pooling", "batch_norm") if hparams[k] is not None]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} applies to cnn2d only")
+        hparams = {"dropout": dropout}
+    cfg = TrainConfig(model=model, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+                      patience=patience, weight_decay=weight_decay, spec_augment=spec_augment, mixup=mixup,
+                      hparams=hparams)
+    out = out or Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    result = train(store_path, cfg, out, device=device, sweep_grid=parse_sweep(sweeps) if sweeps else None)
+    if isinstance(result, FitResult):
+        click.echo(f"best epoch {result.best_epoch}: val accuracy {result.best_val_accuracy:.4f}, "
+                   f"val macro-F1 {result.best_val_macro_f1:.4f} ({result.seconds:.0f} s)")
+    else:
+        click.echo((out / "results.md").read_text())
+    click.echo(f"checkpoint: {out / 'best.pt'}")
+
+
+# -- evaluate ----------------------------------------------------------------------------------
+@main.command("evaluate", context_settings={"show_default": True})
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Store to evaluate on [default: the one the checkpoint was trained on].")
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write metrics.json, predictions.csv, confusion.png [default: eval-<split> beside the checkpoint].")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@_friendly_errors
+def evaluate_cmd(checkpoint: Path, store_path: Path | None, split: str, out: Path | None, device: str) -> None:
+    """Accuracy, F1 (micro/macro/weighted), confusion matrix and most-confused classes."""
+    from .evaluate import evaluate, format_metrics
+
+    out = out or checkpoint.parent / f"eval-{split}"
+    result = evaluate(checkpoint, store=store_path, split=split, out_dir=out, device=device)
+    click.echo(format_metrics(result.metrics))
+    click.echo(f"\nwrote {out}/metrics.json, predictions.csv, confusion.png")
+
+
+# -- predict -----------------------------------------------------------------------------------
+@main.command("predict")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@_friendly_errors
+def predict_cmd(checkpoint: Path, files: tuple[Path, ...], as_json: bool) -> None:
+    """Emotion and class probabilities for audio files."""
+    import json
+
+    from .predict import predict_files
+
+    failed = 0
+    for r in predict_files(checkpoint, files):
+        if as_json:
+            click.echo(json.dumps(r))
+        elif "error" in r:
+            click.echo(f"{r['file']}: error: {r['error']}", err=True)
+        else:
+            probs = "  ".join(f"{k} {v:.2f}" for k, v in r["probabilities"].items())
+            click.echo(f"{r['file']}: {r['emotion']}   ({probs})")
+        failed += "error" in r
+    if failed == len(files):
+        raise SerError("no file could be read")
+
+
+def train_main() -> None:
+    """Console script ``train`` (same as ``ser train``)."""
+    train_cmd(prog_name="train")
+
+
+def evaluate_main() -> None:
+    """Console script ``evaluate`` (same as ``ser evaluate``)."""
+    evaluate_cmd(prog_name="evaluate")

@@ -1,0 +1,335 @@
+"""The one training loop, for every model, reading the store only (never audio).
+
+``fit`` trains one configuration; ``sweep`` trains a grid from one load of the store.
+Early stopping watches validation macro-F1; ``best.pt`` and ``last.pt`` carry everything
+evaluate and predict need (see :mod:`ser.checkpoint`).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import itertools
+import json
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .checkpoint import save_checkpoint
+from .errors import SerError
+from .loader import SplitData, fit_statistics, load_split
+from .models import build_model, get_spec, resolve_hparams
+from .store import Store
+
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """One training run's settings; saved in the checkpoint."""
+
+    model: str = "cnn1d"
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    epochs: int = 100
+    batch_size: int = 64
+    seed: int = 42
+    patience: int = 20            # epochs without a better val macro-F1 before stopping; 0: never
+    weight_decay: float = 0.0
+    momentum: float = 0.9         # SGD only
+    spec_augment: bool = False    # time/frequency masks on mel batches, at train time
+    mixup: float = 0.0            # mixup Beta(alpha, alpha); 0 disables
+    hparams: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        get_spec(self.model)
+        if self.optimizer not in OPTIMIZERS:
+            raise SerError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.lr <= 0 or self.epochs <= 0 or self.batch_size <= 0:
+            raise SerError("lr, epochs and batch size must be positive")
+        object.__setattr__(self, "hparams", resolve_hparams(self.model, self.hparams))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise SerError("--device cuda asked for, but no CUDA device is available")
+    if name not in ("cpu", "cuda"):
+        raise SerError(f"device must be auto, cpu or cuda, got {name!r}")
+    return torch.device(name)
+
+
+def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.RMSprop(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def spec_augment(x: torch.Tensor, generator: torch.Generator, *, freq_width: int = 8,
+                 time_width: int = 20, n_masks: int = 2) -> torch.Tensor:
+    """SpecAugment-style masking of normalised mel batches ``(B, mels, frames)``: masked cells
+    become 0 (the training mean). Drawn per example from ``generator``."""
+    b, h, w = x.shape
+    dev = x.device
+    x = x.clone()
+    for width, size, axis in ((freq_width, h, 1), (time_width, w, 2)):
+        for _ in range(n_masks):
+            widths = torch.randint(0, min(width, size) + 1, (b,), generator=generator)
+            starts = (torch.rand(b, generator=generator) * (size - widths + 1).float()).long()
+            pos = torch.arange(size)
+            mask = (pos[None, :] >= starts[:, None]) & (pos[None, :] < (starts + widths)[:, None])
+            mask = mask.to(dev)
+            x = x.masked_fill(mask[:, :, None] if axis == 1 else mask[:, None, :], 0.0)
+    return x
+
+
+@dataclass
+class EpochStats:
+    loss: float
+    accuracy: float
+    macro_f1: float
+
+
+@torch.no_grad()
+def predict_logits(model: nn.Module, data: SplitData, *, batch_size: int = 512,
+                   amp: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(logits (k, classes), labels (k,))`` in row order, on the CPU."""
+    model.eval()
+    outs, ys = [], []
+    for x, y in data.batches(batch_size, shuffle=False):
+        with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=amp):
+            outs.append(model(x).float().cpu())
+        ys.append(y.cpu())
+    return torch.cat(outs), torch.cat(ys)
+
+
+def evaluate_split(model: nn.Module, data: SplitData, *, amp: bool = False) -> EpochStats:
+    from sklearn.metrics import f1_score
+
+    logits, y = predict_logits(model, data, amp=amp)
+    loss = float(nn.functional.cross_entropy(logits, y))
+    pred = logits.argmax(1)
+    return EpochStats(loss=loss, accuracy=float((pred == y).float().mean()),
+                      macro_f1=float(f1_score(y.numpy(), pred.numpy(), average="macro", zero_division=0)))
+
+
+@dataclass
+class TrainData:
+    """A store's train and validation splits, loaded once and shared by every run of a sweep."""
+
+    store: Store
+    family: str
+    train: SplitData
+    val: SplitData | None
+    input_shape: tuple[int, ...]
+    mean: torch.Tensor
+    std: torch.Tensor
+
+
+def load_train_data(store: Store, family: str, device: torch.device, *,
+                    memory_budget_bytes: int | None = None) -> TrainData:
+    """Load train/val rows for ``family`` and fit input statistics on train rows only."""
+    train = load_split(store, "train", family, device, memory_budget_bytes=memory_budget_bytes)
+    if len(train) == 0:
+        raise SerError(f"{store.path} has no training rows (was it featurized with --test-size 1.0?)")
+    val = load_split(store, "val", family, device, memory_budget_bytes=memory_budget_bytes)
+    mean, std = fit_statistics(train, family)
+    shape = tuple(store.info["shapes"][family][1:])
+    return TrainData(store, family, train, val if len(val) else None, shape, mean, std)
+
+
+@dataclass
+class FitResult:
+    out_dir: Path
+    best_epoch: int
+    best_val_accuracy: float
+    best_val_macro_f1: float
+    epochs_run: int
+    seconds: float
+    history: list[dict[str, Any]]
+
+
+def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch.device,
+        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> FitResult:
+    """Train one configuration; writes best.pt, last.pt, history.csv and curves.png to ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    spec = get_spec(cfg.model)
+    if spec.family != data.family:
+        raise SerError(f"model {cfg.model} reads {spec.family}, the data loaded is {data.family}")
+    labels = data.store.labels
+    model = build_model(cfg.model, input_shape=data.input_shape, n_classes=len(labels),
+                        hparams=cfg.hparams, mean=data.mean, std=data.std).to(device)
+    opt = make_optimizer(cfg, model.parameters())
+    amp = device.type == "cuda"
+    loss_fn = nn.CrossEntropyLoss()
+    ckpt_args = dict(model_name=cfg.model, hparams=cfg.hparams, family=data.family, labels=labels,
+                     feature_config=data.store.feature_config, input_shape=data.input_shape,
+                     train_config=cfg.to_dict(), store=data.store)
+    log(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}: "
+        f"{len(data.train)} train rows [{data.train.mode}], "
+        f"{len(data.val) if data.val else 0} val rows; {cfg.optimizer} lr={cfg.lr} batch={cfg.batch_size}")
+    history: list[dict[str, Any]] = []
+    best = (-1.0, -1.0, 0)  # (val macro-F1, val accuracy, epoch)
+    stale = 0
+    t_start = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        model.train()
+        total_loss = torch.zeros((), device=device)
+        correct = torch.zeros((), device=device)
+        seen = 0
+        for x, y in data.train.batches(cfg.batch_size, shuffle=True, generator=gen):
+            if x.shape[0] < 2:  # BatchNorm cannot train on one row
+                continue
+            x = model.normalize(x)
+            if cfg.spec_augment and data.family == "mel":
+                x = spec_augment(x, gen)
+            targets = nn.functional.one_hot(y, len(labels)).float()
+            if cfg.mixup > 0:
+                lam = float(np.random.default_rng(cfg.seed * 100003 + epoch * 7919 + seen).beta(cfg.mixup, cfg.mixup))
+                perm = torch.randperm(x.shape[0], generator=gen).to(device)
+                x = lam * x + (1 - lam) * x[perm]
+                targets = lam * targets + (1 - lam) * targets[perm]
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                logits = model(x, normalized=True)
+                loss = loss_fn(logits.float(), targets)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total_loss += loss.detach() * x.shape[0]
+            correct += (logits.argmax(1) == y).sum()
+            seen += x.shape[0]
+        train_loss = float(total_loss) / max(seen, 1)
+        train_acc = float(correct) / max(seen, 1)
+        if not np.isfinite(train_loss):
+            raise SerError(f"training diverged at epoch {epoch} (loss {train_loss}); try a smaller --lr")
+        val = evaluate_split(model, data.val, amp=amp) if data.val else None
+        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+               "val_loss": val.loss if val else float("nan"),
+               "val_accuracy": val.accuracy if val else float("nan"),
+               "val_macro_f1": val.macro_f1 if val else float("nan"),
+               "seconds": time.perf_counter() - t0}
+        history.append(row)
+        score = (val.macro_f1, val.accuracy) if val else (train_acc, train_acc)
+        improved = score > best[:2]
+        if improved:
+            best = (score[0], score[1], epoch)
+            stale = 0
+            save_checkpoint(out_dir / "best.pt", model=model, history=history, epoch=epoch, **ckpt_args)
+        else:
+            stale += 1
+        save_checkpoint(out_dir / "last.pt", model=model, history=history, epoch=epoch, **ckpt_args)
+        log(f"epoch {epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  acc {train_acc:.3f}"
+            + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
+            + f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
+        if cfg.patience and stale >= cfg.patience:
+            log(f"early stop: no better validation macro-F1 for {cfg.patience} epochs")
+            break
+    _write_history(out_dir, history)
+    return FitResult(out_dir=out_dir, best_epoch=best[2], best_val_accuracy=best[1], best_val_macro_f1=best[0],
+                     epochs_run=len(history), seconds=time.perf_counter() - t_start, history=history)
+
+
+def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
+    with open(out_dir / "history.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(history[0]))
+        writer.writeheader()
+        writer.writerows(history)
+    from .plots import plot_history
+
+    plot_history(history, out_dir / "curves.png")
+
+
+# -- sweeps ------------------------------------------------------------------------------------
+def parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
+    """``["optimizer=adam,sgd", "filters=128,64|256,128"]`` -> grid axes. Values that contain
+    commas themselves (filters, kernels) are separated by ``|``."""
+    grid: dict[str, list[str]] = {}
+    for item in items:
+        if "=" not in item:
+            raise SerError(f"--sweep {item!r} is not KEY=V1,V2")
+        key, values = item.split("=", 1)
+        key = key.strip().replace("-", "_")
+        sep = "|" if "|" in values else ","
+        vals = [v.strip() for v in values.split(sep) if v.strip()]
+        if not vals:
+            raise SerError(f"--sweep {item!r} has no values")
+        grid[key] = vals
+    return grid
+
+
+_TOP_LEVEL_CASTS: dict[str, Callable[[str], Any]] = {
+    "optimizer": str, "lr": float, "epochs": int, "batch_size": int, "seed": int, "patience": int,
+    "weight_decay": float, "momentum": float, "mixup": float,
+    "spec_augment": lambda v: str(v).lower() in ("1", "true", "yes", "on"),
+}
+
+
+def apply_overrides(base: TrainConfig, overrides: dict[str, str]) -> TrainConfig:
+    """A config with top-level fields or model hyper-parameters replaced by (string) values."""
+    top = {k: _TOP_LEVEL_CASTS[k](v) for k, v in overrides.items() if k in _TOP_LEVEL_CASTS}
+    hp = {k: v for k, v in overrides.items() if k not in _TOP_LEVEL_CASTS}
+    if "model" in hp:
+        raise SerError("the model cannot be swept; run one sweep per model")
+    return dataclasses.replace(base, **top, hparams={**base.hparams, **hp})
+
+
+def sweep(base: TrainConfig, grid: dict[str, list[str]], data: TrainData, out_dir: str | Path, *,
+          device: torch.device, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict[str, Any]]:
+    """Train every grid point from one load of the store; write results.csv/.md and the winner's best.pt."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    keys = list(grid)
+    results = []
+    points = list(itertools.product(*(grid[k] for k in keys)))
+    for i, values in enumerate(points, 1):
+        overrides = dict(zip(keys, values))
+        cfg = apply_overrides(base, overrides)
+        name = "-".join(f"{k}={v}".replace("/", "_").replace("|", "_").replace(",", "_") for k, v in overrides.items())
+        log(f"[{i}/{len(points)}] {name}")
+        res = fit(cfg, data, out_dir / name, device=device, log=log)
+        results.append({**overrides, "run": name, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
+                        "val_accuracy": round(res.best_val_accuracy, 4), "val_macro_f1": round(res.best_val_macro_f1, 4),
+                        "seconds": round(res.seconds, 1)})
+    results.sort(key=lambda r: (-r["val_macro_f1"], -r["val_accuracy"]))
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(results[0]))
+        w.writeheader()
+        w.writerows(results)
+    cols = list(results[0])
+    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in results]
+    (out_dir / "results.md").write_text("\n".join(md) + "\n")
+    winner = results[0]
+    shutil.copyfile(out_dir / winner["run"] / "best.pt", out_dir / "best.pt")
+    log(f"best: {winner['run']} (val macro-F1 {winner['val_macro_f1']}, accuracy {winner['val_accuracy']})")
+    return results
+
+
+def train(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, device: str = "auto",
+          sweep_grid: dict[str, list[str]] | None = None, memory_budget_bytes: int | None = None,
+          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict[str, Any]] | FitResult:
+    """Open the store, load the model's feature family once, then fit one config or a grid."""
+    dev = pick_device(device)
+    store = Store(store_path)
+    data = load_train_data(store, get_spec(cfg.model).family, dev, memory_budget_bytes=memory_budget_bytes)
+    if sweep_grid:
+        return sweep(cfg, sweep_grid, data, out_dir, device=dev, log=log)
+    return fit(cfg, data, out_dir, device=dev, log=log)
