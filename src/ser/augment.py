@@ -39,8 +39,11 @@ def time_shift(y: np.ndarray, *, sr: int, rng: np.random.Generator,
     """Shift the signal in time by up to ``max_shift_s`` seconds either way, zero-filling.
 
     Zero-filling rather than rolling keeps the end of an utterance from wrapping to its start.
+    A clip shorter than twice the shift moves by at most half its length, so it never
+    leaves the frame entirely (and the slices below always have matching lengths).
     """
-    k = int(rng.integers(-int(max_shift_s * sr), int(max_shift_s * sr) + 1))
+    limit = min(int(max_shift_s * sr), y.shape[0] // 2)
+    k = int(rng.integers(-limit, limit + 1))
     out = np.zeros_like(y)
     if k >= 0:
         out[k:] = y[: y.shape[0] - k]

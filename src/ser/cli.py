@@ -139,7 +139,10 @@ def featurize_main() -> None:
 # -- train -------------------------------------------------------------------------------------
 @main.command("train", context_settings={"show_default": True})
 @click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("feats.h5"))
-@click.option("--model", type=click.Choice(["cnn1d", "cnn2d"]), default="cnn1d")
+@click.option("--model", type=click.Choice(["cnn1d", "cnn2d", "svm", "logreg"]), default="cnn1d",
+              help="cnn1d/cnn2d: the CNNs; svm/logreg: scikit-learn baselines on the descriptors.")
+@click.option("--C", "c_value", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="svm/logreg: inverse regularisation strength.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/<model>-<time>].")
 @click.option("--optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), default="adam")
@@ -166,7 +169,8 @@ def featurize_main() -> None:
 def train_cmd(store_path: Path, model: str, out: Path | None, optimizer: str, lr: float, epochs: int,
               batch_size: int, seed: int, patience: int, weight_decay: float, filters: str | None,
               kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None,
-              spec_augment: bool, mixup: float, sweeps: tuple[str, ...], device: str) -> None:
+              spec_augment: bool, mixup: float, sweeps: tuple[str, ...], device: str,
+              c_value: float | None) -> None:
     """Train a model (or a grid with --sweep) from the store; writes best.pt, last.pt, history, curves."""
     import time
 
@@ -174,11 +178,13 @@ def train_cmd(store_path: Path, model: str, out: Path | None, optimizer: str, lr
 
     hparams = {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
                "batch_norm": batch_norm}
-    if model == "cnn1d":
+    if model != "cnn2d":
         given = [k for k in ("filters", "kernels", "pooling", "batch_norm") if hparams[k] is not None]
         if given:
             raise click.UsageError(f"--{given[0].replace('_', '-')} applies to cnn2d only")
-        hparams = {"dropout": dropout}
+        hparams = {"dropout": dropout} if model == "cnn1d" else {"C": c_value}
+    elif c_value is not None:
+        raise click.UsageError("--C applies to svm and logreg only")
     cfg = TrainConfig(model=model, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                       patience=patience, weight_decay=weight_decay, spec_augment=spec_augment, mixup=mixup,
                       hparams=hparams)

@@ -106,7 +106,8 @@ def run_config(cfg: FeaturizeConfig, dataset: str, labels: Sequence[str]) -> dic
         "dataset": dataset,
         "data": str(Path(cfg.data).resolve()),
         "manifest": str(Path(cfg.manifest).resolve()) if cfg.manifest else None,
-        "emotions": list(cfg.emotions) if cfg.emotions else None,
+        # a set, not a sequence: ANG,SAD and SAD,ANG make the same store
+        "emotions": label_list(cfg.emotions) if cfg.emotions else None,
         "augment": list(cfg.augment),
         "labels": list(labels),
     }
@@ -180,9 +181,19 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig) -> Ite
     from joblib import Parallel, delayed, parallel_config
 
     with parallel_config(backend=cfg.backend, n_jobs=cfg.workers):
-        parallel = Parallel(return_as="generator", pre_dispatch="2*n_jobs")
-        for part in parallel(delayed(process_chunk)(p, **kwargs) for p in _chunks(jobs, chunk)):
-            yield from part
+        try:
+            parallel = Parallel(return_as="generator", pre_dispatch="2*n_jobs")
+        except ValueError:  # e.g. multiprocessing cannot stream: run one window at a time
+            parallel = None
+        if parallel is not None:
+            for part in parallel(delayed(process_chunk)(p, **kwargs) for p in _chunks(jobs, chunk)):
+                yield from part
+            return
+        window = max(1, cfg.batch_clips // chunk)  # a window is about one write batch
+        with Parallel() as pool:
+            for parts in _chunks(list(_chunks(jobs, chunk)), window):
+                for part in pool(delayed(process_chunk)(p, **kwargs) for p in parts):
+                    yield from part
 
 
 def _rows_meta(clips: pd.DataFrame, results: list[ClipResult]) -> pd.DataFrame:

@@ -74,7 +74,14 @@ class SplitData:
 def load_split(store: Store, split: str, family: str, device: torch.device, *,
                memory_budget_bytes: int | None = None, chunk_rows: int = 2048) -> SplitData:
     """The rows of ``split``; resident on ``device`` if they fit ``memory_budget_bytes``."""
-    rows = store.rows(split)
+    return load_rows(store, store.rows(split), family, device, memory_budget_bytes=memory_budget_bytes,
+                     chunk_rows=chunk_rows)
+
+
+def load_rows(store: Store, rows: np.ndarray, family: str, device: torch.device, *,
+              memory_budget_bytes: int | None = None, chunk_rows: int = 2048) -> SplitData:
+    """Any set of store rows (ascending), e.g. a cross-validation fold."""
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
     labels = torch.from_numpy(store.meta().loc[rows, "label"].to_numpy(dtype=np.int64, copy=True)).to(device)
     shape = store.info["shapes"][family][1:]
     nbytes = int(rows.shape[0] * np.prod(shape) * 4)

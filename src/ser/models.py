@@ -150,6 +150,7 @@ class ModelSpec:
     build: Callable[..., nn.Module]               # (input_shape, n_classes, **hparams)
     defaults: dict[str, Any]
     parse: dict[str, Callable[[Any], Any]]        # hyper-parameter parsers for CLI strings
+    trainer: str = "torch"                        # "torch": the training loop; "sklearn": fitted once
 
 
 def _build_cnn1d(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
@@ -160,6 +161,27 @@ def _build_cnn2d(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.
     return CNN2D((int(input_shape[0]), int(input_shape[1])), n_classes, **hp)
 
 
+def _build_svm(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
+    from .classic import RBFSVMScores
+
+    return RBFSVMScores(int(input_shape[0]), n_classes, n_sv=int(hp.get("n_sv", 1)),
+                        gamma=float(hp.get("gamma_value", 1.0)))
+
+
+def _build_logreg(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
+    from .classic import LinearScores
+
+    return LinearScores(int(input_shape[0]), n_classes)
+
+
+def _gamma(v: Any) -> Any:
+    return "scale" if str(v) == "scale" else float(v)
+
+
+def _flag(v: Any) -> bool:
+    return v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")
+
+
 MODELS: dict[str, ModelSpec] = {
     "cnn1d": ModelSpec("cnn1d", "descriptors", _build_cnn1d, {"dropout": 0.0}, {"dropout": float}),
     "cnn2d": ModelSpec(
@@ -167,8 +189,13 @@ MODELS: dict[str, ModelSpec] = {
         {"filters": [32, 64, 128, 128], "kernels": [[3, 3], [3, 3], [3, 3], [3, 3]],
          "batch_norm": True, "dropout": 0.3, "pooling": "avg"},
         {"filters": parse_filters, "kernels": lambda v: [list(k) for k in parse_kernels(v)],
-         "batch_norm": lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes"),
-         "dropout": float, "pooling": str}),
+         "batch_norm": _flag, "dropout": float, "pooling": str}),
+    # classic baselines on the standardised descriptors, fitted by scikit-learn (see classic.py)
+    "svm": ModelSpec("svm", "descriptors", _build_svm, {"C": 10.0, "gamma": "scale", "balanced": False},
+                     {"C": float, "gamma": _gamma, "balanced": _flag, "n_sv": int, "gamma_value": float},
+                     trainer="sklearn"),
+    "logreg": ModelSpec("logreg", "descriptors", _build_logreg, {"C": 1.0, "balanced": False},
+                        {"C": float, "balanced": _flag}, trainer="sklearn"),
 }
 
 

@@ -56,7 +56,10 @@ def _stratified(labels: np.ndarray, size: float, seed: int) -> np.ndarray:
         _, held = train_test_split(idx, test_size=size, random_state=seed, stratify=labels)
     except ValueError as exc:  # a class too small to stratify (tiny corpora only)
         warnings.warn(f"split not stratified: {exc}", stacklevel=3)
-        _, held = train_test_split(idx, test_size=size, random_state=seed)
+        try:
+            _, held = train_test_split(idx, test_size=size, random_state=seed)
+        except ValueError:  # so few clips that holding any out would leave none: keep them all
+            return np.zeros(n, dtype=bool)
     mask = np.zeros(n, dtype=bool)
     mask[held] = True
     return mask

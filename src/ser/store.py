@@ -50,10 +50,20 @@ def _itemsizes(table: pd.DataFrame, columns: Iterable[str], floor: int = 8) -> d
     """PyTables string widths (UTF-8 bytes) wide enough for every value a run will write."""
     sizes = {}
     for col in columns:
-        values = table[col].astype(str) if col in table else pd.Series([""])
+        values = _plain_strings(table[col]) if col in table else pd.Series([""])
         longest = max((len(v.encode("utf-8")) for v in values), default=0)
         sizes[col] = max(floor, longest)
     return sizes
+
+
+def _plain_strings(values: pd.Series) -> pd.Series:
+    """Values as plain ``str`` objects, missing ones as ``""``.
+
+    pandas 3's ``astype(str)`` keeps NaN as NaN, and a concatenated clip table (clips plus
+    skipped files) has NaN where a frame lacked a column.
+    """
+    return values.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v),
+                      na_action=None).astype(object)
 
 
 def _as_plain(frame: pd.DataFrame, string_columns: Iterable[str]) -> pd.DataFrame:
@@ -61,7 +71,7 @@ def _as_plain(frame: pd.DataFrame, string_columns: Iterable[str]) -> pd.DataFram
     frame = frame.copy()
     for col in string_columns:
         if col in frame:
-            frame[col] = frame[col].astype(str).astype(object)
+            frame[col] = _plain_strings(frame[col])
     return frame
 
 
@@ -327,6 +337,10 @@ class Store:
         out = np.empty((rows.shape[0],) + ds.shape[1:], dtype=np.float32)
         if rows.shape[0] == 0:
             return out
+        bad = rows[(rows < 0) | (rows >= ds.shape[0])]
+        if bad.size:  # an out-of-range row would never advance the block loop below
+            raise StoreError(f"{self.path}: row(s) {bad[:5].tolist()} out of range for {family} "
+                             f"with {ds.shape[0]} rows")
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
         pos = 0

@@ -174,14 +174,16 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
     if spec.family != data.family:
         raise SerError(f"model {cfg.model} reads {spec.family}, the data loaded is {data.family}")
     labels = data.store.labels
+    ckpt_args = dict(model_name=cfg.model, hparams=cfg.hparams, family=data.family, labels=labels,
+                     feature_config=data.store.feature_config, input_shape=data.input_shape,
+                     train_config=cfg.to_dict(), store=data.store)
+    if spec.trainer == "sklearn":
+        return _fit_classic(cfg, data, out_dir, device=device, ckpt_args=ckpt_args, log=log)
     model = build_model(cfg.model, input_shape=data.input_shape, n_classes=len(labels),
                         hparams=cfg.hparams, mean=data.mean, std=data.std).to(device)
     opt = make_optimizer(cfg, model.parameters())
     amp = device.type == "cuda"
     loss_fn = nn.CrossEntropyLoss()
-    ckpt_args = dict(model_name=cfg.model, hparams=cfg.hparams, family=data.family, labels=labels,
-                     feature_config=data.store.feature_config, input_shape=data.input_shape,
-                     train_config=cfg.to_dict(), store=data.store)
     log(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}: "
         f"{len(data.train)} train rows [{data.train.mode}], "
         f"{len(data.val) if data.val else 0} val rows; {cfg.optimizer} lr={cfg.lr} batch={cfg.batch_size}")
@@ -245,6 +247,40 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
     _write_history(out_dir, history)
     return FitResult(out_dir=out_dir, best_epoch=best[2], best_val_accuracy=best[1], best_val_macro_f1=best[0],
                      epochs_run=len(history), seconds=time.perf_counter() - t_start, history=history)
+
+
+def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: torch.device,
+                 ckpt_args: dict[str, Any], log: Callable[[str], None]) -> "FitResult":
+    """Fit a scikit-learn baseline once on the standardised training rows; one history row."""
+    from .classic import fit_classic
+    from .models import SerNet
+
+    t0 = time.perf_counter()
+    x = data.train.x if data.train.x is not None else torch.cat(
+        [xb for xb, _ in data.train.batches(8192, shuffle=False)])  # row order, like the labels
+    x = ((x.cpu() - data.mean) / data.std).numpy()
+    y = data.train.labels.cpu().numpy()
+    log(f"fitting {cfg.model} ({', '.join(f'{k}={v}' for k, v in cfg.hparams.items())}) on {len(y)} train rows")
+    try:
+        body, hp = fit_classic(cfg.model, x, y, len(data.store.labels), cfg.hparams, cfg.seed)
+    except ValueError as exc:
+        raise SerError(f"{cfg.model}: {exc}") from None
+    model = SerNet(body, data.mean, data.std).to(device).eval()
+    train_stats = evaluate_split(model, data.train)
+    val = evaluate_split(model, data.val) if data.val else None
+    row = {"epoch": 1, "train_loss": train_stats.loss, "train_accuracy": train_stats.accuracy,
+           "val_loss": val.loss if val else float("nan"), "val_accuracy": val.accuracy if val else float("nan"),
+           "val_macro_f1": val.macro_f1 if val else float("nan"), "seconds": time.perf_counter() - t0}
+    history = [row]
+    args = dict(ckpt_args, hparams=hp, train_config={**cfg.to_dict(), "hparams": hp})
+    for name in ("best.pt", "last.pt"):
+        save_checkpoint(out_dir / name, model=model, history=history, epoch=1, **args)
+    _write_history(out_dir, history)
+    log(f"train acc {train_stats.accuracy:.3f}" + (f"  val acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
+        + f"  {row['seconds']:.1f}s")
+    score = (val.macro_f1, val.accuracy) if val else (train_stats.accuracy, train_stats.accuracy)
+    return FitResult(out_dir=out_dir, best_epoch=1, best_val_accuracy=score[1], best_val_macro_f1=score[0],
+                     epochs_run=1, seconds=row["seconds"], history=history)
 
 
 def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:

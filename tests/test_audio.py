@@ -1,0 +1,142 @@
+"""Decoding: formats are converted (not rejected); unusable files raise one clear AudioError."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from ser.audio import check_audio, load_audio
+from ser.errors import AudioError, SerError
+
+SR = 16000
+
+
+def tone(seconds: float, sr: int, hz: float = 440.0, amp: float = 0.5) -> np.ndarray:
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (amp * np.sin(2 * np.pi * hz * t)).astype(np.float32)
+
+
+def peak_hz(y: np.ndarray, sr: int) -> float:
+    spec = np.abs(np.fft.rfft(y * np.hanning(y.shape[0])))
+    return float(np.argmax(spec) * sr / y.shape[0])
+
+
+def test_16bit_mono_at_the_target_rate_is_read_as_is(tmp_path: Path) -> None:
+    path = tmp_path / "a.wav"
+    pcm = np.round(tone(0.5, SR) * 32767).astype(np.int16)
+    sf.write(path, pcm, SR, subtype="PCM_16")
+    y, duration = load_audio(path, sr=SR)
+    assert y.dtype == np.float32 and y.shape == (8000,)
+    np.testing.assert_array_equal(y, pcm.astype(np.float32) / 32768.0)
+    assert duration == pytest.approx(0.5)
+
+
+def test_stereo_44k1_is_averaged_and_resampled(tmp_path: Path) -> None:
+    path = tmp_path / "stereo.wav"
+    left, right = tone(1.0, 44100, hz=440.0, amp=0.6), tone(1.0, 44100, hz=440.0, amp=0.2)
+    sf.write(path, np.stack([left, right], axis=1), 44100, subtype="PCM_16")
+    y, duration = load_audio(path, sr=SR)
+    assert y.ndim == 1 and y.dtype == np.float32
+    assert abs(y.shape[0] - SR) <= 1
+    assert duration == pytest.approx(1.0)
+    assert peak_hz(y, SR) == pytest.approx(440.0, abs=2.0)
+    # the average of 0.6 and 0.2 amplitudes: RMS of a 0.4 sine
+    assert float(np.sqrt(np.mean(y[1000:-1000] ** 2))) == pytest.approx(0.4 / np.sqrt(2), rel=0.01)
+
+
+def test_stereo_channels_are_averaged_sample_by_sample(tmp_path: Path) -> None:
+    path = tmp_path / "lr.wav"
+    rng = np.random.default_rng(0)
+    data = (rng.uniform(-0.5, 0.5, size=(4000, 2))).astype(np.float32)
+    sf.write(path, data, SR, subtype="FLOAT")
+    y, _ = load_audio(path, sr=SR)
+    np.testing.assert_allclose(y, data.mean(axis=1), atol=1e-7)
+
+
+def test_8bit_pcm_is_scaled_to_plus_minus_one(tmp_path: Path) -> None:
+    path = tmp_path / "u8.wav"
+    src = tone(0.5, SR, amp=0.8)
+    sf.write(path, src, SR, subtype="PCM_U8")
+    y, _ = load_audio(path, sr=SR)
+    assert y.dtype == np.float32
+    np.testing.assert_allclose(y, src, atol=1.5 / 128)
+    assert 0.7 < np.abs(y).max() <= 1.0
+
+
+def test_float32_wav_at_another_rate_is_resampled(tmp_path: Path) -> None:
+    path = tmp_path / "f32.wav"
+    sf.write(path, tone(1.0, 22050, hz=1000.0), 22050, subtype="FLOAT")
+    y, duration = load_audio(path, sr=SR)
+    assert abs(y.shape[0] - SR) <= 1 and duration == pytest.approx(1.0)
+    assert peak_hz(y, SR) == pytest.approx(1000.0, abs=2.0)
+
+
+def test_only_max_seconds_are_kept_but_the_full_duration_is_reported(tmp_path: Path) -> None:
+    path = tmp_path / "long.wav"
+    sf.write(path, tone(3.0, 44100), 44100, subtype="PCM_16")
+    y, duration = load_audio(path, sr=SR, max_seconds=1.0)
+    assert abs(y.shape[0] - SR) <= 1
+    assert duration == pytest.approx(3.0)
+
+
+def _expect_error(path: Path, match: str, **kw: object) -> AudioError:
+    with pytest.raises(AudioError, match=match) as info:
+        load_audio(path, sr=SR, **kw)
+    assert str(path) in str(info.value), "the message must name the file"
+    assert isinstance(info.value, SerError)
+    return info.value
+
+
+def test_a_text_file_named_wav_is_refused_by_name(tmp_path: Path) -> None:
+    path = tmp_path / "1001_DFA_ANG_XX.wav"
+    path.write_text("this is not audio\n")
+    _expect_error(path, "cannot decode audio")
+
+
+def test_a_zero_byte_wav_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "empty.wav"
+    path.write_bytes(b"")
+    _expect_error(path, r"empty file \(0 bytes\)")
+
+
+def test_a_silent_wav_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "silent.wav"
+    sf.write(path, np.zeros(SR, dtype=np.int16), SR, subtype="PCM_16")
+    _expect_error(path, "silent")
+
+
+def test_a_wav_with_no_frames_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "noframes.wav"
+    sf.write(path, np.zeros(0, dtype=np.int16), SR, subtype="PCM_16")
+    _expect_error(path, "no audio samples")
+
+
+def test_nan_samples_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nan.wav"
+    data = tone(0.25, SR)
+    data[100] = np.nan
+    sf.write(path, data, SR, subtype="FLOAT")
+    _expect_error(path, "NaN or Inf")
+
+
+def test_a_missing_file_is_refused(tmp_path: Path) -> None:
+    _expect_error(tmp_path / "nowhere.wav", "file not found")
+
+
+def test_a_clip_shorter_than_one_frame_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "tiny.wav"
+    sf.write(path, tone(0.005, SR), SR, subtype="PCM_16")  # 80 samples
+    _expect_error(path, "shorter than one analysis frame", min_samples=256)
+
+
+def test_check_audio_wants_mono_finite_non_silent() -> None:
+    check_audio(tone(0.1, SR))
+    with pytest.raises(AudioError, match="mono"):
+        check_audio(np.zeros((2, 100), dtype=np.float32) + 0.1)
+    with pytest.raises(AudioError, match="silent"):
+        check_audio(np.zeros(100, dtype=np.float32))
+    with pytest.raises(AudioError, match="Inf"):
+        check_audio(np.array([0.1, np.inf], dtype=np.float32))

@@ -1,0 +1,277 @@
+"""The HDF5 store: layout, pandas-readable meta, ordered reads, commit/truncate, refusals."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import pytest
+
+import ser.store as store_mod
+from ser import __version__
+from ser.errors import StoreError
+from ser.features import FeatureConfig, descriptor_names
+from ser.labels import CREMAD_EMOTIONS
+from ser.store import (META_COLUMNS, SCHEMA_VERSION, Store, StoreWriter, describe_differences,
+                       read_attrs)
+
+# -- the session store ---------------------------------------------------------------------------
+
+
+def test_meta_reads_back_with_pandas_one_row_per_array_row(small_store: Path) -> None:
+    meta = pd.read_hdf(small_store, "meta")
+    with h5py.File(small_store, "r") as f:
+        n_desc, n_mel = f["descriptors"].shape[0], f["mel"].shape[0]
+    assert len(meta) == n_desc == n_mel > 48
+    assert list(meta.index) == list(range(len(meta)))
+    assert set(META_COLUMNS) <= set(meta.columns)
+    assert meta["label"].dtype == np.int64 and meta["n_frames"].dtype == np.int64
+    assert meta["duration_s"].dtype == np.float64
+    # data columns can be queried without loading the table
+    test = pd.read_hdf(small_store, "meta", where="split == 'test'")
+    pd.testing.assert_frame_equal(test, meta[meta["split"] == "test"])
+
+
+def test_store_describes_itself(small_store: Path, small_store_config) -> None:
+    info = read_attrs(small_store)
+    assert info["schema_version"] == SCHEMA_VERSION
+    assert info["package_version"] == __version__
+    assert info["complete"] is True
+    assert info["feature_config"] == small_store_config.features.to_dict()
+    assert FeatureConfig.from_dict(info["feature_config"]) == small_store_config.features
+    assert info["split_config"] == small_store_config.split.to_dict()
+    assert info["labels"] == list(CREMAD_EMOTIONS)
+    assert info["descriptor_names"] == descriptor_names(small_store_config.features)
+    assert info["run_config"]["augment"] == ["noise", "shift"]
+    cfg = small_store_config.features
+    assert info["shapes"]["mel"][1:] == (cfg.n_mels, cfg.n_frames)
+    with h5py.File(small_store, "r") as f:
+        assert f["mel"].chunks == (1, cfg.n_mels, cfg.n_frames)  # one chunk per row
+        assert f["descriptors"].dtype == np.float32 and f["mel"].dtype == np.float32
+
+
+@pytest.mark.parametrize("family", ["descriptors", "mel"])
+@pytest.mark.parametrize("row_chunk", [1024, 5])  # one block, and many blocks
+def test_read_returns_rows_in_the_requested_order(small_store: Path, family: str, row_chunk: int,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_mod, "_ROW_CHUNK", row_chunk)
+    store = Store(small_store)
+    n = store.n_rows
+    rows = np.random.default_rng(3).permutation(n)[:25]
+    rows = np.concatenate([rows, rows[:3], [n - 1, 0]])  # duplicates and both ends
+    got = store.read(family, rows)
+    with h5py.File(small_store, "r") as f:
+        expected = np.stack([f[family][int(r)] for r in rows])
+    assert got.shape == expected.shape and got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)
+    assert store.read(family, np.array([], dtype=np.int64)).shape == (0,) + expected.shape[1:]
+    store.close()
+
+
+@pytest.mark.parametrize("bad", [[10_000], [0, -1]])
+def test_read_refuses_rows_out_of_range(small_store: Path, bad: list[int]) -> None:
+    # regression: a row past the end used to spin forever in the block loop
+    with Store(small_store) as store, pytest.raises(StoreError, match="out of range"):
+        store.read("mel", np.array(bad))
+
+
+def test_read_refuses_an_unknown_family(small_store: Path) -> None:
+    with Store(small_store) as store, pytest.raises(StoreError, match="unknown feature family"):
+        store.read("mfcc", np.array([0]))
+
+
+def test_load_split_matches_meta(small_store: Path) -> None:
+    meta = pd.read_hdf(small_store, "meta")
+    store = Store(small_store)
+    seen = []
+    for split in ("train", "val", "test"):
+        for family in ("descriptors", "mel"):
+            X, y, m = store.load_split(split, family)
+            assert len(X) == len(y) == len(m) == (meta["split"] == split).sum() > 0
+            assert (m["split"] == split).all()
+            pd.testing.assert_frame_equal(m, meta.loc[m.index])
+            np.testing.assert_array_equal(y, m["label"].to_numpy())
+            np.testing.assert_array_equal(X, store.read(family, m.index.to_numpy()))
+        assert list(store.rows(split)) == sorted(store.rows(split))
+        seen += list(store.rows(split))
+    assert sorted(seen) == list(range(len(meta)))
+    labels = store.labels
+    assert all(labels[label] == emotion for label, emotion in zip(meta["label"], meta["emotion"]))
+
+
+def test_store_pickles_without_its_handle(small_store: Path) -> None:
+    store = Store(small_store)
+    first = store.read("descriptors", np.array([2, 1]))
+    clone = pickle.loads(pickle.dumps(store))
+    assert clone._h5 is None
+    np.testing.assert_array_equal(clone.read("descriptors", np.array([2, 1])), first)
+    store.close()
+    clone.close()
+
+
+def test_fingerprint_is_stable_and_follows_content(small_store: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "copy.h5"
+    shutil.copy(small_store, copy)
+    assert Store(small_store).fingerprint() == Store(copy).fingerprint()
+    other = _writer(tmp_path / "other.h5")
+    other.append(*_batch(0, 3))
+    other.finish()
+    assert Store(other.path).fingerprint() != Store(small_store).fingerprint()
+
+
+# -- writer unit tests (no audio) ----------------------------------------------------------------
+
+FEATURES = {"n_mels": 4, "max_seconds": 0.1, "sample_rate": 1000, "hop_length": 50}  # 3 frames
+NAMES = ["a_mean", "b_mean"]
+
+
+def _run_config(**changes: object) -> dict:
+    rc = {"feature_config": dict(FEATURES), "split_config": {"method": "random", "seed": 42},
+          "labels": ["ANG", "SAD"], "augment": []}
+    rc.update(changes)
+    return rc
+
+
+def _clips(n: int = 6) -> pd.DataFrame:
+    return pd.DataFrame({"clip_id": [f"clip{i}" for i in range(n)], "path": [f"clip{i}.wav" for i in range(n)]})
+
+
+def _writer(path: Path, **kw: object) -> StoreWriter:
+    kw.setdefault("run_config", _run_config())
+    return StoreWriter(path, descriptor_names=NAMES, clip_table=_clips(), **kw)
+
+
+def _batch(start: int, k: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    rng = np.random.default_rng(start)
+    desc = rng.standard_normal((k, 2)).astype(np.float32)
+    mel = rng.standard_normal((k, 4, 3)).astype(np.float32)
+    meta = pd.DataFrame({
+        "clip_id": [f"clip{i}" for i in range(start, start + k)],
+        "path": [f"clip{i}.wav" for i in range(start, start + k)],
+        "dataset": "cremad", "speaker": "1001", "emotion": "ANG", "label": 0, "split": "train",
+        "augment": "none", "duration_s": 0.1, "n_frames": 3, "sentence": "DFA", "intensity": "XX",
+        "sex": "Male", "age": 30.0,
+    })
+    return desc, mel, meta
+
+
+def test_writer_appends_batches_in_order(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "s.h5")
+    batches = [_batch(0, 2), _batch(2, 3)]
+    for b in batches:
+        w.append(*b)
+    w.finish()
+    store = Store(w.path)
+    np.testing.assert_array_equal(store.read("descriptors", np.arange(5)), np.concatenate([b[0] for b in batches]))
+    np.testing.assert_array_equal(store.read("mel", np.arange(5)), np.concatenate([b[1] for b in batches]))
+    assert list(store.meta()["clip_id"]) == [f"clip{i}" for i in range(5)]
+    assert list(store.meta().index) == list(range(5))
+
+
+def test_writer_refuses_a_batch_whose_parts_disagree(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "s.h5")
+    desc, mel, meta = _batch(0, 3)
+    with pytest.raises(StoreError, match="batch sizes differ"):
+        w.append(desc, mel[:2], meta)
+
+
+def test_reopening_cuts_an_uncommitted_batch(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "s.h5")
+    w.append(*_batch(0, 2))
+    desc, mel, _ = _batch(2, 3)
+    with h5py.File(w.path, "a") as f:  # arrays written, meta (the commit record) not: a crash
+        for name, arr in (("descriptors", desc), ("mel", mel)):
+            f[name].resize(5, axis=0)
+            f[name][2:] = arr
+    assert read_attrs(w.path)["shapes"]["descriptors"][0] == 5
+    again = _writer(w.path)
+    assert again.resumed and again.n_rows == 2
+    assert read_attrs(w.path)["shapes"]["descriptors"][0] == 2
+    assert again.done_clip_ids() == {"clip0", "clip1"}
+    again.append(*_batch(2, 1))
+    with h5py.File(w.path, "r") as f:
+        np.testing.assert_array_equal(f["descriptors"][2], _batch(2, 1)[0][0])
+
+
+def test_failures_are_recorded_and_count_as_done(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "s.h5")
+    w.append(*_batch(0, 1))
+    w.add_failures(pd.DataFrame({"clip_id": ["clip4"], "path": ["clip4.wav"], "reason": ["clip4.wav: silent"]}))
+    w.add_failures(pd.DataFrame({"clip_id": ["clip5"], "path": ["clip5.wav"], "reason": ["x" * 500]}))
+    failures = Store(w.path, require_complete=False).failures()
+    assert list(failures["clip_id"]) == ["clip4", "clip5"]
+    assert list(failures.index) == [0, 1]
+    assert len(failures["reason"].iloc[1].encode()) <= 240 and failures["reason"].iloc[1].endswith("...")
+    assert w.done_clip_ids() == {"clip0", "clip4", "clip5"}
+
+
+def test_missing_strings_in_the_clip_table_do_not_break_the_writer(tmp_path: Path) -> None:
+    # regression: clips + skipped files concatenated leave NaN in string columns (pandas 3 keeps
+    # NaN through astype(str)), which made sizing the string columns crash
+    table = pd.concat([_clips(), pd.DataFrame({"path": ["a_very_long_unparseable_name.wav"],
+                                               "reason": ["bad name"]})], ignore_index=True)
+    w = StoreWriter(tmp_path / "s.h5", run_config=_run_config(), descriptor_names=NAMES, clip_table=table)
+    w.add_failures(pd.DataFrame({"clip_id": ["a_very_long_unparseable_name.wav"],
+                                 "path": ["a_very_long_unparseable_name.wav"], "reason": ["bad name"]}))
+    w.append(*_batch(0, 2))
+    assert len(Store(w.path, require_complete=False).failures()) == 1
+
+
+def test_an_unfinished_store_is_refused_for_reading(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "s.h5")
+    w.append(*_batch(0, 2))
+    with pytest.raises(StoreError, match="incomplete"):
+        Store(w.path)
+    assert Store(w.path, require_complete=False).n_rows == 2
+    w.finish()
+    assert Store(w.path).n_rows == 2
+
+
+def test_resuming_with_other_arguments_names_the_difference(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "s.h5")
+    w.append(*_batch(0, 2))
+    changed = _run_config(feature_config={**FEATURES, "n_mels": 8}, augment=["noise"])
+    with pytest.raises(StoreError) as info:
+        _writer(w.path, run_config=changed)
+    message = str(info.value)
+    assert "feature_config.n_mels: 4 -> 8" in message
+    assert "augment: [] -> ['noise']" in message
+    assert "--overwrite" in message
+    assert Store(w.path, require_complete=False).n_rows == 2  # untouched
+    fresh = _writer(w.path, run_config=changed, overwrite=True)
+    assert not fresh.resumed and fresh.n_rows == 0
+    assert read_attrs(w.path)["feature_config"]["n_mels"] == 8
+
+
+def test_describe_differences_walks_nested_dicts() -> None:
+    old = {"a": 1, "b": {"c": [1, 2], "d": "x"}, "gone": 0}
+    new = {"a": 1, "b": {"c": [1, 3], "d": "x"}, "added": True}
+    assert describe_differences(old, new) == ["added: '<absent>' -> True", "b.c: [1, 2] -> [1, 3]",
+                                              "gone: 0 -> '<absent>'"]
+    assert describe_differences(old, old) == []
+
+
+def test_read_attrs_refuses_what_is_not_a_store(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="no such store"):
+        read_attrs(tmp_path / "missing.h5")
+    text = tmp_path / "notes.h5"
+    text.write_text("not hdf5")
+    with pytest.raises(StoreError, match="cannot read the store"):
+        read_attrs(text)
+    plain = tmp_path / "plain.h5"
+    with h5py.File(plain, "w") as f:
+        f["x"] = np.zeros(3)
+    with pytest.raises(StoreError, match="not a ser feature store"):
+        read_attrs(plain)
+    with pytest.raises(StoreError, match="not a ser feature store"):
+        _writer(plain)  # resuming into a foreign file is refused, not overwritten
+    future = tmp_path / "future.h5"
+    _writer(future)
+    with h5py.File(future, "a") as f:
+        f.attrs["ser_schema_version"] = SCHEMA_VERSION + 1
+    with pytest.raises(StoreError, match="schema version"):
+        Store(future, require_complete=False)
