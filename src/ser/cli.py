@@ -137,6 +137,18 @@ def featurize_main() -> None:
 
 
 # -- train -------------------------------------------------------------------------------------
+def _memory_budget(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
+    """``--memory-budget``: ``auto`` (None) or a size such as ``512MB``, in bytes."""
+    if value is None or str(value).strip().lower() == "auto":
+        return None
+    from .loader import parse_size
+
+    try:
+        return parse_size(value)
+    except SerError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 @main.command("train", context_settings={"show_default": True})
 @click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("feats.h5"))
 @click.option("--model", type=click.Choice(["cnn1d", "cnn2d", "svm", "logreg"]), default="cnn1d",
@@ -165,12 +177,16 @@ def featurize_main() -> None:
               help="KEY=V1,V2 (repeatable): train the grid, e.g. optimizer=adam,sgd,rmsprop; "
                    "separate values that contain commas with |.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--memory-budget", "memory_budget", default="auto", callback=_memory_budget,
+              help="Most memory the input data may hold, e.g. 512MB, 2GB, 1.5GiB; a training split "
+                   "larger than this streams from the store in chunks. auto: half the free GPU memory "
+                   "on CUDA, half the available RAM on CPU.")
 @_friendly_errors
 def train_cmd(store_path: Path, model: str, out: Path | None, optimizer: str, lr: float, epochs: int,
               batch_size: int, seed: int, patience: int, weight_decay: float, filters: str | None,
               kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None,
               spec_augment: bool, mixup: float, sweeps: tuple[str, ...], device: str,
-              c_value: float | None) -> None:
+              c_value: float | None, memory_budget: int | None = None) -> None:
     """Train a model (or a grid with --sweep) from the store; writes best.pt, last.pt, history, curves."""
     import time
 
@@ -189,7 +205,8 @@ def train_cmd(store_path: Path, model: str, out: Path | None, optimizer: str, lr
                       patience=patience, weight_decay=weight_decay, spec_augment=spec_augment, mixup=mixup,
                       hparams=hparams)
     out = out or Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    result = train(store_path, cfg, out, device=device, sweep_grid=parse_sweep(sweeps) if sweeps else None)
+    result = train(store_path, cfg, out, device=device, sweep_grid=parse_sweep(sweeps) if sweeps else None,
+                   memory_budget_bytes=memory_budget)
     if isinstance(result, FitResult):
         click.echo(f"best epoch {result.best_epoch}: val accuracy {result.best_val_accuracy:.4f}, "
                    f"val macro-F1 {result.best_val_macro_f1:.4f} ({result.seconds:.0f} s)")
@@ -300,3 +317,51 @@ def explore_cmd(data: Path | None, store_path: Path | None, out: Path, dataset: 
     index = explore(out, data=data, store=store_path, dataset=dataset, samples=samples, seed=seed,
                     manifest=manifest)
     click.echo(f"wrote {index}; open it in a browser: {index.resolve().as_uri()}")
+
+
+# -- crossval ----------------------------------------------------------------------------------
+@main.command("crossval", context_settings={"show_default": True})
+@click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("feats.h5"))
+@click.option("--model", type=click.Choice(["cnn1d", "cnn2d", "svm", "logreg"]), default="svm")
+@click.option("--folds", type=click.IntRange(min=2), default=None,
+              help="Speaker folds [default: one per speaker, leave-one-speaker-out].")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder [default: runs/crossval-<model>-<time>].")
+@click.option("--optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), default="adam")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
+@click.option("--epochs", type=click.IntRange(min=1), default=30)
+@click.option("--batch-size", type=click.IntRange(min=2), default=64)
+@click.option("--seed", type=int, default=42)
+@click.option("--C", "c_value", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--filters", default=None)
+@click.option("--kernels", default=None)
+@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None)
+@click.option("--spec-augment/--no-spec-augment", default=False)
+@click.option("--mixup", type=click.FloatRange(min=0), default=0.0)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@_friendly_errors
+def crossval_cmd(store_path: Path, model: str, folds: int | None, out: Path | None, optimizer: str, lr: float,
+                 epochs: int, batch_size: int, seed: int, c_value: float | None, filters: str | None,
+                 kernels: str | None, dropout: float | None, spec_augment: bool, mixup: float, device: str) -> None:
+    """Speaker-independent cross-validation: leave-speakers-out folds over the whole store.
+
+    Featurize with --split speaker --test-size 0 --val-size 0 so every clip has its augmented
+    copies; held-out speakers are tested on their original clips only.
+    """
+    import time
+
+    from .crossval import crossval
+    from .train import TrainConfig
+
+    hparams = {"cnn1d": {"dropout": dropout}, "svm": {"C": c_value}, "logreg": {"C": c_value},
+               "cnn2d": {"filters": filters, "kernels": kernels, "dropout": dropout}}[model]
+    cfg = TrainConfig(model=model, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+                      patience=0, spec_augment=spec_augment, mixup=mixup, hparams=hparams)
+    out = out or Path("runs") / f"crossval-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    res = crossval(store_path, cfg, out, folds=folds, device=device)
+    m = res.metrics
+    click.echo(res.folds.to_string(index=False))
+    click.echo(f"\n{m['split']}: accuracy {m['fold_accuracy_mean']:.4f} ± {m['fold_accuracy_std']:.4f}, "
+               f"macro-F1 {m['fold_f1_macro_mean']:.4f} ± {m['fold_f1_macro_std']:.4f} (mean ± std over folds); "
+               f"pooled over all held-out clips: accuracy {m['accuracy']:.4f}, macro-F1 {m['f1_macro']:.4f}")
+    click.echo(f"wrote {out}/folds.csv, metrics.json, predictions.csv, confusion.png")
