@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,149 @@ def test_check_audio_wants_mono_finite_non_silent() -> None:
         check_audio(np.zeros(100, dtype=np.float32))
     with pytest.raises(AudioError, match="Inf"):
         check_audio(np.array([0.1, np.inf], dtype=np.float32))
+
+
+# -- more formats: converted, not rejected ---------------------------------------------------------
+
+
+def test_24bit_pcm_keeps_its_resolution(tmp_path: Path) -> None:
+    path = tmp_path / "s24.wav"
+    src = tone(0.25, SR, amp=0.3)
+    sf.write(path, src, SR, subtype="PCM_24")
+    y, _ = load_audio(path, sr=SR)
+    np.testing.assert_allclose(y, src, atol=1.5 / 2**23)  # 16-bit could not get this close
+
+
+def test_48k_is_resampled(tmp_path: Path) -> None:
+    path = tmp_path / "48k.wav"
+    sf.write(path, tone(1.0, 48000, hz=700.0), 48000, subtype="PCM_16")
+    y, duration = load_audio(path, sr=SR)
+    assert abs(y.shape[0] - SR) <= 1 and duration == pytest.approx(1.0)
+    assert peak_hz(y, SR) == pytest.approx(700.0, abs=2.0)
+
+
+@pytest.mark.parametrize("fmt, subtype, tol", [("FLAC", "PCM_16", 1.5 / 32768), ("OGG", "VORBIS", None),
+                                               ("MP3", "MPEG_LAYER_III", None)])
+def test_compressed_formats_decode_where_libsndfile_has_them(tmp_path: Path, fmt: str, subtype: str,
+                                                             tol: float | None) -> None:
+    if fmt not in sf.available_formats() or subtype not in sf.available_subtypes(fmt):
+        pytest.skip(f"this libsndfile ({sf.__libsndfile_version__}) has no {fmt} {subtype}")
+    path = tmp_path / f"clip.{fmt.lower()}"
+    src = tone(1.0, 22050, hz=440.0, amp=0.4)
+    sf.write(path, src, 22050, format=fmt, subtype=subtype)
+    y, duration = load_audio(path, sr=SR)
+    assert y.dtype == np.float32 and duration == pytest.approx(1.0, abs=0.06)  # MP3 adds padding
+    assert peak_hz(y, SR) == pytest.approx(440.0, abs=3.0)
+    if tol is not None:  # lossless: the same samples after resampling both
+        ref, _ = load_audio(_wav_copy(tmp_path, src, 22050), sr=SR)
+        np.testing.assert_allclose(y, ref, atol=1e-3)
+
+
+def _wav_copy(tmp_path: Path, y: np.ndarray, sr: int) -> Path:
+    path = tmp_path / "ref.wav"
+    sf.write(path, y, sr, subtype="PCM_16")
+    return path
+
+
+# -- more bad files: one clear AudioError each ---------------------------------------------------
+
+
+@pytest.mark.parametrize("keep", [4, 12, 20, 40])
+def test_a_truncated_header_is_refused(tmp_path: Path, keep: int) -> None:
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, tone(0.5, SR), SR, subtype="PCM_16")
+    path = tmp_path / "cut.wav"
+    path.write_bytes(whole.read_bytes()[:keep])  # the 44-byte header, cut short
+    err = _expect_error(path, "cannot decode audio")
+    assert "truncated" in str(err)
+
+
+def test_a_file_cut_in_its_data_reports_what_is_there(tmp_path: Path) -> None:
+    whole = tmp_path / "whole.wav"
+    sf.write(whole, tone(1.0, SR), SR, subtype="PCM_16")
+    path = tmp_path / "half.wav"
+    path.write_bytes(whole.read_bytes()[: 44 + SR])  # header + half a second of 16-bit samples
+    y, duration = load_audio(path, sr=SR)
+    assert y.shape == (SR // 2,) and duration == pytest.approx(0.5)
+
+
+def test_inf_samples_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "inf.wav"
+    data = tone(0.25, SR)
+    data[50] = -np.inf
+    sf.write(path, data, SR, subtype="FLOAT")
+    _expect_error(path, "NaN or Inf")
+
+
+def test_nan_in_one_channel_of_a_resampled_stereo_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "nan_stereo.wav"
+    data = np.stack([tone(0.25, 44100), tone(0.25, 44100)], axis=1)
+    data[1000, 1] = np.nan
+    sf.write(path, data, 44100, subtype="FLOAT")
+    _expect_error(path, "NaN or Inf")  # caught before the resampler could spread it
+
+
+def test_a_folder_named_like_a_wav_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "odd.wav").mkdir()
+    _expect_error(tmp_path / "odd.wav", "is a folder")
+
+
+def test_a_permission_denied_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run as root here, where chmod 000 does not stop reads: the denial is simulated by
+    making ``open`` inside ser.audio fail the way the kernel does (see the next test for chmod)."""
+    import ser.audio
+
+    path = tmp_path / "locked.wav"
+    sf.write(path, tone(0.1, SR), SR, subtype="PCM_16")
+
+    def denied(file, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(file))
+
+    monkeypatch.setattr(ser.audio, "open", denied, raising=False)
+    _expect_error(path, "permission denied")
+
+
+@pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0,
+                    reason="running as root: chmod 000 does not stop root from reading (simulated above)")
+def test_a_chmod_000_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "locked.wav"
+    sf.write(path, tone(0.1, SR), SR, subtype="PCM_16")
+    path.chmod(0)
+    try:
+        _expect_error(path, "permission denied")
+    finally:
+        path.chmod(0o644)
+
+
+def test_a_ten_minute_clip_is_cut_in_bounded_memory(tmp_path: Path) -> None:
+    """Only max_seconds are decoded: peak allocation stays near one short clip, far below the
+    38 MB that ten minutes of float32 samples would take."""
+    import tracemalloc
+
+    path = tmp_path / "ten_minutes.wav"
+    with sf.SoundFile(path, "w", samplerate=SR, channels=1, subtype="PCM_16") as f:
+        block = np.round(tone(10.0, SR) * 32767).astype(np.int16)
+        for _ in range(60):
+            f.write(block)
+    tracemalloc.start()
+    try:
+        y, duration = load_audio(path, sr=SR, max_seconds=4.0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert duration == pytest.approx(600.0) and y.shape == (4 * SR,)
+    assert peak < 2_000_000, f"peak {peak / 1e6:.1f} MB"
+
+
+def test_outputs_never_overwrite_audio(tmp_path: Path) -> None:
+    from ser.audio import refuse_audio_overwrite, refuse_output_inside
+
+    wav = tmp_path / "take.WAV"
+    wav.write_bytes(b"RIFF")
+    with pytest.raises(SerError, match="existing audio file"):
+        refuse_audio_overwrite(wav)
+    refuse_audio_overwrite(tmp_path / "feats.h5")       # not audio
+    refuse_audio_overwrite(tmp_path / "new.wav")        # does not exist yet
+    with pytest.raises(SerError, match="lies inside"):
+        refuse_output_inside(tmp_path / "corpus" / "report", tmp_path / "corpus")
+    refuse_output_inside(tmp_path / "report", tmp_path / "corpus")

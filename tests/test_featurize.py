@@ -19,7 +19,7 @@ from ser.errors import SerError
 from ser.featurize import FeaturizeConfig, featurize, plan
 from ser.labels import CREMAD_EMOTIONS
 from ser.splits import assign_splits
-from ser.store import Store, StoreWriter, read_attrs
+from ser.store import Store, StoreWriter, read_attrs, work_dir
 from ser.synth import synth_voice
 
 # tiny corpora are too small to stratify every split; the library warns, as it should
@@ -158,30 +158,28 @@ def test_resume_after_an_interrupted_run_gives_the_clean_runs_store(small_store:
                                                                     tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = dataclasses.replace(small_store_config, out=tmp_path / "resumed.h5", batch_clips=8)
-    real_append = StoreWriter.append
+    real_commit = StoreWriter.commit
     calls = []
 
-    def append_then_ctrl_c(self: StoreWriter, descriptors: np.ndarray, mel: np.ndarray, meta: pd.DataFrame) -> None:
-        calls.append(len(meta))
+    def commit_then_ctrl_c(self: StoreWriter, descriptors=None, mel=None, meta=None, failures=None) -> None:
+        calls.append(0 if meta is None else len(meta))
         if len(calls) < 3:
-            return real_append(self, descriptors, mel, meta)
-        # Ctrl-C lands mid-batch: the arrays are written, the meta rows (the commit record) not
-        with h5py.File(self.path, "a") as f:
-            for name, arr in (("descriptors", descriptors), ("mel", mel)):
-                f[name].resize(self.n_rows + arr.shape[0], axis=0)
-                f[name][self.n_rows:] = arr
+            return real_commit(self, descriptors, mel, meta, failures)
+        # Ctrl-C lands mid-commit: half a part file is on disk, its rename (the commit) never came
+        (work_dir(self.path) / "part-000002.h5.tmp").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4096))
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(StoreWriter, "append", append_then_ctrl_c)
+    monkeypatch.setattr(StoreWriter, "commit", commit_then_ctrl_c)
     logs: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         featurize(cfg, progress=False, log=logs.append)
-    monkeypatch.setattr(StoreWriter, "append", real_append)
+    monkeypatch.setattr(StoreWriter, "commit", real_commit)
     committed = sum(calls[:2])
     info = read_attrs(cfg.out)
-    assert not info["complete"]
-    assert info["shapes"]["descriptors"][0] == committed + calls[2]  # the stray batch is on disk
-    assert len(pd.read_hdf(cfg.out, "meta")) == committed
+    assert not info["complete"] and info["writer_pid"] is None  # interrupted, nobody writing
+    assert info["shapes"]["descriptors"][0] == committed
+    assert not cfg.out.exists()  # the store file appears only whole
+    assert Store(cfg.out, require_complete=False).n_rows == committed
     assert any("interrupted" in m and "resume" in m for m in logs)
     with pytest.raises(SerError, match="incomplete"):
         Store(cfg.out)
@@ -274,7 +272,7 @@ def test_ctrl_c_through_the_cli_exits_130_and_the_rerun_finishes(cremad_corpus: 
     def ctrl_c(*a: object, **k: object) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(StoreWriter, "append", ctrl_c)
+    monkeypatch.setattr(StoreWriter, "commit", ctrl_c)
     result = featurize_cli(cremad_corpus, out, *args)
     assert result.exit_code == 130 and "interrupted" in result.output
     assert not read_attrs(out)["complete"]

@@ -17,7 +17,7 @@ from ser.errors import StoreError
 from ser.features import FeatureConfig, descriptor_names
 from ser.labels import CREMAD_EMOTIONS
 from ser.store import (META_COLUMNS, SCHEMA_VERSION, Store, StoreWriter, describe_differences,
-                       read_attrs)
+                       read_attrs, work_dir)
 
 # -- the session store ---------------------------------------------------------------------------
 
@@ -107,7 +107,7 @@ def test_store_pickles_without_its_handle(small_store: Path) -> None:
     store = Store(small_store)
     first = store.read("descriptors", np.array([2, 1]))
     clone = pickle.loads(pickle.dumps(store))
-    assert clone._h5 is None
+    assert not clone._h5  # no handle travels with a pickled store
     np.testing.assert_array_equal(clone.read("descriptors", np.array([2, 1])), first)
     store.close()
     clone.close()
@@ -179,22 +179,35 @@ def test_writer_refuses_a_batch_whose_parts_disagree(tmp_path: Path) -> None:
         w.append(desc, mel[:2], meta)
 
 
-def test_reopening_cuts_an_uncommitted_batch(tmp_path: Path) -> None:
+def test_reopening_ignores_a_batch_cut_short(tmp_path: Path) -> None:
     w = _writer(tmp_path / "s.h5")
     w.append(*_batch(0, 2))
-    desc, mel, _ = _batch(2, 3)
-    with h5py.File(w.path, "a") as f:  # arrays written, meta (the commit record) not: a crash
-        for name, arr in (("descriptors", desc), ("mel", mel)):
-            f[name].resize(5, axis=0)
-            f[name][2:] = arr
-    assert read_attrs(w.path)["shapes"]["descriptors"][0] == 5
+    w.close()
+    # a crash mid-commit leaves a half-written part (the commit is its rename, which never came)
+    stray = work_dir(w.path) / "part-000001.h5.tmp"
+    stray.write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
+    assert read_attrs(w.path)["shapes"]["descriptors"][0] == 2
     again = _writer(w.path)
     assert again.resumed and again.n_rows == 2
-    assert read_attrs(w.path)["shapes"]["descriptors"][0] == 2
+    assert not stray.exists()
     assert again.done_clip_ids() == {"clip0", "clip1"}
     again.append(*_batch(2, 1))
+    again.finish()
     with h5py.File(w.path, "r") as f:
         np.testing.assert_array_equal(f["descriptors"][2], _batch(2, 1)[0][0])
+        assert f["descriptors"].shape[0] == 3
+    assert not work_dir(w.path).exists()
+
+
+def test_the_store_appears_only_when_finished(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "s.h5")
+    w.append(*_batch(0, 2))
+    assert not w.path.exists() and (work_dir(w.path) / "part-000000.h5").is_file()
+    info = read_attrs(w.path)
+    assert not info["complete"] and info["n_rows"] == 2
+    w.finish()
+    assert w.path.is_file() and not work_dir(w.path).exists()
+    assert read_attrs(w.path)["complete"] and pd.read_hdf(w.path, "meta")["clip_id"].tolist() == ["clip0", "clip1"]
 
 
 def test_failures_are_recorded_and_count_as_done(tmp_path: Path) -> None:

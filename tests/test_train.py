@@ -203,3 +203,78 @@ def test_predict_uses_the_same_features_as_featurize(cremad_corpus: Path, small_
         p_store = torch.softmax(ckpt.model(torch.from_numpy(st.read("descriptors", [row.name]))), 1)[0].numpy()
     res = predict_files(tmp_path / "best.pt", [cremad_corpus / row["path"]])[0]
     np.testing.assert_allclose([res["probabilities"][l] for l in ckpt.labels], p_store, rtol=1e-4, atol=1e-5)
+
+
+# -- resuming ------------------------------------------------------------------------------------
+
+
+def _without_seconds(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+
+def _same_weights(a: Path, b: Path) -> None:
+    sa = torch.load(a, weights_only=True)["state_dict"]
+    sb = torch.load(b, weights_only=True)["state_dict"]
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert torch.equal(sa[key], sb[key]), key
+
+
+def test_resume_continues_to_the_uninterrupted_result(array_store: Path, tmp_path: Path) -> None:
+    """k epochs, then --resume to N, equals N epochs in one go: history rows and weights."""
+    cfg = TrainConfig(model="cnn1d", epochs=3, batch_size=32, patience=0, seed=4, hparams={"dropout": 0.2})
+    whole = train(array_store, cfg, tmp_path / "whole", device="cpu", **QUIET)
+    train(array_store, replace(cfg, epochs=2), tmp_path / "split", device="cpu", **QUIET)
+    logs: list[str] = []
+    resumed = train(array_store, cfg, tmp_path / "split", device="cpu", resume=True, log=logs.append)
+    assert any("resuming" in m and "after epoch 2" in m for m in logs)
+    assert _without_seconds(resumed.history) == _without_seconds(whole.history)
+    assert resumed.best_epoch == whole.best_epoch
+    for name in ("best.pt", "last.pt"):
+        _same_weights(tmp_path / "whole" / name, tmp_path / "split" / name)
+    # last.pt carries the resume state as tensors and plain data: weights_only still loads it
+    state = torch.load(tmp_path / "split" / "last.pt", weights_only=True)["resume"]
+    assert state["epoch"] == 3 and state["optimizer"]["state"] and state["rng_torch"].dtype == torch.uint8
+    assert load_checkpoint(tmp_path / "split" / "last.pt").epoch == 3
+
+
+def test_resume_after_an_interrupted_run_with_every_source_of_randomness(array_store: Path, tmp_path: Path) -> None:
+    """Dropout (global RNG), shuffling, SpecAugment and mixup (the generator), early stopping:
+    a run stopped after epoch 3 (Ctrl-C) and resumed equals the uninterrupted one."""
+    cfg = TrainConfig(model="cnn2d", epochs=8, batch_size=16, patience=3, seed=9, spec_augment=True, mixup=0.3,
+                      hparams={"filters": "4,8", "kernels": "3x3,3x3", "dropout": 0.3})
+    whole = train(array_store, cfg, tmp_path / "whole", device="cpu", **QUIET)
+
+    def ctrl_c_after_epoch_3(message: str) -> None:
+        if message.lstrip().startswith("epoch   3/"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(array_store, cfg, tmp_path / "cut", device="cpu", log=ctrl_c_after_epoch_3)
+    resumed = train(array_store, cfg, tmp_path / "cut", device="cpu", resume=True, **QUIET)
+    assert _without_seconds(resumed.history) == _without_seconds(whole.history)
+    assert resumed.epochs_run == whole.epochs_run
+    for name in ("best.pt", "last.pt"):
+        _same_weights(tmp_path / "whole" / name, tmp_path / "cut" / name)
+    hist = [pd.read_csv(tmp_path / d / "history.csv").drop(columns="seconds") for d in ("whole", "cut")]
+    pd.testing.assert_frame_equal(*hist)
+    again = train(array_store, cfg, tmp_path / "cut", device="cpu", resume=True, **QUIET)  # finished: no-op
+    assert _without_seconds(again.history) == _without_seconds(whole.history)
+
+
+def test_resume_refuses_other_arguments_or_another_store(array_store: Path, tmp_path: Path) -> None:
+    cfg = TrainConfig(model="cnn2d", epochs=1, batch_size=16, patience=0, hparams={"filters": "4", "kernels": "3x3"})
+    train(array_store, cfg, tmp_path / "run", device="cpu", **QUIET)
+    with pytest.raises(CheckpointError, match=r"lr: 0.001 -> 0.01"):
+        train(array_store, replace(cfg, lr=0.01, epochs=2), tmp_path / "run", device="cpu", resume=True, **QUIET)
+    other = make_array_store(tmp_path / "other.h5", seed=5)
+    with pytest.raises(CheckpointError, match="another store"):
+        train(other, replace(cfg, epochs=2), tmp_path / "run", device="cpu", resume=True, **QUIET)
+    runner = CliRunner()
+    r = runner.invoke(main, ["train", "--store", str(array_store), "--resume", "--epochs", "2"])
+    assert r.exit_code == 2 and "--resume needs the --out folder" in r.output
+    r = runner.invoke(main, ["train", "--store", str(array_store), "--model", "cnn2d", "--filters", "4",
+                             "--kernels", "3x3", "--epochs", "2", "--batch-size", "16", "--patience", "0",
+                             "--out", str(tmp_path / "run"), "--resume", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert load_checkpoint(tmp_path / "run" / "last.pt").epoch == 2

@@ -112,6 +112,13 @@ def featurize_cmd(data: Path, out: Path, workers: int, dataset: str, manifest: P
     if len(summary.counts):
         click.echo(summary.counts.to_string())
     if summary.n_failures:
+        shown = 10
+        for row in summary.failures.head(shown).itertuples():
+            where, sep, why = str(row.reason).partition(": ")  # audio errors start with the full path
+            click.echo(f"  skipped {row.path}: {why if sep and where.endswith(str(row.path)) else row.reason}",
+                       err=True)
+        if summary.n_failures > shown:
+            click.echo(f"  ... and {summary.n_failures - shown} more", err=True)
         click.echo(f"{summary.n_failures} file(s) could not be used; see `ser info {summary.store}` "
                    f"or pd.read_hdf('{summary.store}', 'failures')", err=True)
     if summary.n_rows == 0:
@@ -123,17 +130,48 @@ def featurize_cmd(data: Path, out: Path, workers: int, dataset: str, manifest: P
 @main.command("info")
 @click.argument("store", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--failures", "max_failures", type=int, default=20, help="Failures to list.")
+@click.option("--verify/--no-verify", default=True, show_default=True,
+              help="Read every block and check its checksum (a damaged store is reported, not described).")
 @_friendly_errors
-def info_cmd(store: Path, max_failures: int) -> None:
-    """What a store holds: counts, feature config, failures."""
+def info_cmd(store: Path, max_failures: int, verify: bool) -> None:
+    """What a store holds: counts, feature config, failures. Read-only, also while featurize writes it."""
     from .inspect import describe_store
 
-    click.echo(describe_store(store, max_failures=max_failures))
+    click.echo(describe_store(store, max_failures=max_failures, verify=verify))
 
 
 def featurize_main() -> None:
     """Console script ``featurize`` (same as ``ser featurize``)."""
     featurize_cmd(prog_name="featurize")
+
+
+def _given(ctx: click.Context, name: str) -> bool:
+    """Whether the user typed this option (not its default)."""
+    from click.core import ParameterSource
+
+    return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
+
+
+def _train_config(ctx: click.Context, *, preset: str | None, store_path: Path, model: str,
+                  hparams: dict[str, Any], **fields: Any):
+    """A TrainConfig from the options, starting from ``preset`` when given: options the user
+    typed override the preset, defaults do not."""
+    from .presets import check_store, get_preset
+    from .store import read_attrs
+    from .train import TrainConfig
+
+    if preset is None:
+        return TrainConfig(model=model, hparams=hparams, **fields)
+    base = dict(get_preset(preset).train)
+    if _given(ctx, "model") and model != base["model"]:
+        raise click.UsageError(f"--preset {preset} trains {base['model']}; leave out --model {model}")
+    hp = dict(base.pop("hparams", {}))
+    hp.update({k: v for k, v in hparams.items() if v is not None})
+    merged = {**{k: v for k, v in fields.items() if _given(ctx, k)}}
+    cfg = TrainConfig(**{**base, **merged, "hparams": hp})
+    if store_path.exists():
+        check_store(preset, read_attrs(store_path)["feature_config"], str(store_path))
+    return cfg
 
 
 # -- train -------------------------------------------------------------------------------------
@@ -181,15 +219,25 @@ def _memory_budget(ctx: click.Context, param: click.Parameter, value: str | None
               help="Most memory the input data may hold, e.g. 512MB, 2GB, 1.5GiB; a training split "
                    "larger than this streams from the store in chunks. auto: half the free GPU memory "
                    "on CUDA, half the available RAM on CPU.")
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last.pt (same arguments; --epochs may grow); "
+                   "on the CPU the result equals an uninterrupted run's.")
+@click.option("--speaker-norm/--no-speaker-norm", default=False,
+              help="Standardise each speaker's features by that speaker's own clips (no labels used).")
+@click.option("--preset", type=click.Choice(["best", "study-cnn1d", "study-cnn2d"]), default=None,
+              help="A named recipe (see README); options you type override it.")
+@click.pass_context
 @_friendly_errors
-def train_cmd(store_path: Path, model: str, out: Path | None, optimizer: str, lr: float, epochs: int,
-              batch_size: int, seed: int, patience: int, weight_decay: float, filters: str | None,
+def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None, optimizer: str, lr: float,
+              epochs: int, batch_size: int, seed: int, patience: int, weight_decay: float, filters: str | None,
               kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None,
               spec_augment: bool, mixup: float, sweeps: tuple[str, ...], device: str,
-              c_value: float | None, memory_budget: int | None = None) -> None:
+              c_value: float | None, memory_budget: int | None = None, resume: bool = False,
+              speaker_norm: bool = False, preset: str | None = None) -> None:
     """Train a model (or a grid with --sweep) from the store; writes best.pt, last.pt, history, curves."""
     import time
 
+    from .audio import refuse_audio_overwrite
     from .train import FitResult, TrainConfig, parse_sweep, train
 
     hparams = {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
@@ -201,12 +249,20 @@ def train_cmd(store_path: Path, model: str, out: Path | None, optimizer: str, lr
         hparams = {"dropout": dropout} if model == "cnn1d" else {"C": c_value}
     elif c_value is not None:
         raise click.UsageError("--C applies to svm and logreg only")
-    cfg = TrainConfig(model=model, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                      patience=patience, weight_decay=weight_decay, spec_augment=spec_augment, mixup=mixup,
-                      hparams=hparams)
+    if preset is not None and not _given(ctx, "model"):
+        hparams = {k: v for k, v in {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
+                                      "batch_norm": batch_norm, "C": c_value}.items() if v is not None}
+    cfg = _train_config(ctx, preset=preset, store_path=store_path, model=model, hparams=hparams,
+                        optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+                        patience=patience, weight_decay=weight_decay, spec_augment=spec_augment, mixup=mixup,
+                        speaker_norm=speaker_norm)
+    model = cfg.model
+    if resume and out is None:
+        raise click.UsageError("--resume needs the --out folder of the run to continue")
     out = out or Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
+    refuse_audio_overwrite(out)
     result = train(store_path, cfg, out, device=device, sweep_grid=parse_sweep(sweeps) if sweeps else None,
-                   memory_budget_bytes=memory_budget)
+                   memory_budget_bytes=memory_budget, resume=resume)
     if isinstance(result, FitResult):
         click.echo(f"best epoch {result.best_epoch}: val accuracy {result.best_val_accuracy:.4f}, "
                    f"val macro-F1 {result.best_val_macro_f1:.4f} ({result.seconds:.0f} s)")
@@ -227,9 +283,13 @@ def train_cmd(store_path: Path, model: str, out: Path | None, optimizer: str, lr
 @_friendly_errors
 def evaluate_cmd(checkpoint: Path, store_path: Path | None, split: str, out: Path | None, device: str) -> None:
     """Accuracy, F1 (micro/macro/weighted), confusion matrix and most-confused classes."""
+    from .audio import refuse_audio_overwrite
     from .evaluate import evaluate, format_metrics
 
     out = out or checkpoint.parent / f"eval-{split}"
+    refuse_audio_overwrite(out)
+    if out.exists() and not out.is_dir():
+        raise SerError(f"--out {out} exists and is not a folder")
     result = evaluate(checkpoint, store=store_path, split=split, out_dir=out, device=device)
     click.echo(format_metrics(result.metrics))
     click.echo(f"\nwrote {out}/metrics.json, predictions.csv, confusion.png")
@@ -339,10 +399,16 @@ def explore_cmd(data: Path | None, store_path: Path | None, out: Path, dataset: 
 @click.option("--spec-augment/--no-spec-augment", default=False)
 @click.option("--mixup", type=click.FloatRange(min=0), default=0.0)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--speaker-norm/--no-speaker-norm", default=False,
+              help="Standardise each speaker's features by that speaker's own clips (no labels used).")
+@click.option("--preset", type=click.Choice(["best", "study-cnn1d", "study-cnn2d"]), default=None,
+              help="A named recipe; options you type override it.")
+@click.pass_context
 @_friendly_errors
-def crossval_cmd(store_path: Path, model: str, folds: int | None, out: Path | None, optimizer: str, lr: float,
-                 epochs: int, batch_size: int, seed: int, c_value: float | None, filters: str | None,
-                 kernels: str | None, dropout: float | None, spec_augment: bool, mixup: float, device: str) -> None:
+def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | None, out: Path | None,
+                 optimizer: str, lr: float, epochs: int, batch_size: int, seed: int, c_value: float | None,
+                 filters: str | None, kernels: str | None, dropout: float | None, spec_augment: bool, mixup: float,
+                 device: str, speaker_norm: bool, preset: str | None) -> None:
     """Speaker-independent cross-validation: leave-speakers-out folds over the whole store.
 
     Featurize with --split speaker --test-size 0 --val-size 0 so every clip has its augmented
@@ -355,8 +421,13 @@ def crossval_cmd(store_path: Path, model: str, folds: int | None, out: Path | No
 
     hparams = {"cnn1d": {"dropout": dropout}, "svm": {"C": c_value}, "logreg": {"C": c_value},
                "cnn2d": {"filters": filters, "kernels": kernels, "dropout": dropout}}[model]
-    cfg = TrainConfig(model=model, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                      patience=0, spec_augment=spec_augment, mixup=mixup, hparams=hparams)
+    if preset is not None and not _given(ctx, "model"):
+        hparams = {k: v for k, v in {"filters": filters, "kernels": kernels, "dropout": dropout,
+                                      "C": c_value}.items() if v is not None}
+    cfg = _train_config(ctx, preset=preset, store_path=store_path, model=model, hparams=hparams,
+                        optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+                        spec_augment=spec_augment, mixup=mixup, speaker_norm=speaker_norm)
+    model = cfg.model
     out = out or Path("runs") / f"crossval-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
     res = crossval(store_path, cfg, out, folds=folds, device=device)
     m = res.metrics

@@ -58,6 +58,11 @@ def crossval(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, f
     meta = store.meta()
     family = get_spec(cfg.model).family
     groups = speaker_folds(meta["speaker"].astype(str), folds, cfg.seed)
+    transform = None
+    if cfg.speaker_norm:  # each speaker by their own originals: no labels, no other speaker
+        from .speakers import store_transform
+
+        transform = store_transform(store, family)
     labels = store.labels
     fold_rows, preds = [], []
     t0 = time.perf_counter()
@@ -67,14 +72,14 @@ def crossval(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, f
         test_rows = meta.index[held & (meta["augment"] == "none").to_numpy()].to_numpy()
         log(f"fold {k}/{len(groups)}: test speakers {', '.join(test_speakers)} "
             f"({len(test_rows)} clips), {len(train_rows)} train rows")
-        train = load_rows(store, train_rows, family, dev)
+        train = load_rows(store, train_rows, family, dev, transform=transform)
         mean, std = fit_statistics(train, family)
         data = TrainData(store, family, train, None, tuple(store.info["shapes"][family][1:]), mean, std)
         fit(replace(cfg, patience=0), data, out / f"fold{k}", device=dev, log=log)
         from .checkpoint import load_checkpoint
 
         model = load_checkpoint(out / f"fold{k}" / "last.pt").model.to(dev)
-        logits, y = predict_logits(model, load_rows(store, test_rows, family, dev))
+        logits, y = predict_logits(model, load_rows(store, test_rows, family, dev, transform=transform))
         pred = logits.argmax(1).numpy()
         m = compute_metrics(y.numpy(), pred, labels)
         fold_rows.append({"fold": k, "speakers": " ".join(test_speakers), "n": m["n"],

@@ -85,7 +85,12 @@ def evaluate(checkpoint: str | Path, *, store: str | Path | None = None, split: 
     ckpt = load_checkpoint(checkpoint)
     st = _store_for(ckpt, store)
     dev = pick_device(device)
-    data = load_split(st, split, ckpt.family, dev)
+    transform = None
+    if ckpt.train_config.get("speaker_norm"):
+        from .speakers import store_transform
+
+        transform = store_transform(st, ckpt.family)
+    data = load_split(st, split, ckpt.family, dev, transform=transform)
     if len(data) == 0:
         raise SerError(f"{st.path} has no rows in split {split!r}")
     model = ckpt.model.to(dev)

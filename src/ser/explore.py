@@ -457,6 +457,21 @@ def _page(*, corpus: _Corpus, emotions: Sequence[str], counts: list[tuple[str, s
     return "\n".join(p) + "\n"
 
 
+def _refuse_audio_folder(out: Path, corpus: _Corpus) -> None:
+    """The report's ``audio/`` folder gets sample WAVs (and loses old ones): it must not be a
+    folder that holds the corpus's own audio, nor may ``out`` be one of its files."""
+    from .audio import refuse_audio_overwrite
+
+    refuse_audio_overwrite(out)
+    if corpus.base is None:
+        return
+    players = (out / "audio").resolve()
+    paths = [str(p) for p in corpus.clips["path"]] + [str(u["path"]) for u in corpus.unreadable]
+    if any((corpus.base / p).resolve().parent == players for p in paths):
+        raise SerError(f"--out {out}: its audio/ folder holds the corpus's own audio files, which the report "
+                       "would overwrite or remove; choose a report folder elsewhere")
+
+
 def _clear_own_output(out: Path) -> None:
     """Remove what an earlier ``explore`` wrote here (only if its index.html says it was us)."""
     index = out / "index.html"
@@ -507,15 +522,15 @@ def explore(out: str | Path, *, data: str | Path | None = None, store: str | Pat
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise SerError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
-    _clear_own_output(out)
-
     st = Store(store, require_complete=False) if store is not None else None
     try:
         if data is not None or manifest is not None:
             corpus = _corpus_from_folder(Path(data) if data is not None else Path("."), dataset, manifest)
         else:
             corpus = _corpus_from_store(st)
+        _refuse_audio_folder(out, corpus)  # before anything is written or removed under out
+        out.mkdir(parents=True, exist_ok=True)
+        _clear_own_output(out)
         if st is not None:
             corpus.unreadable.extend(_store_failures(st))
         if len(corpus.clips) == 0:

@@ -4,21 +4,31 @@ Two families come out of one decode and one STFT per waveform:
 
 - **descriptors**: a fixed-length vector of frame statistics (mean, optionally std) of
   zero-crossing rate, RMS energy, spectral centroid/bandwidth/rolloff/flatness, MFCCs,
-  chroma, log-mel band energies and spectral contrast (librosa), shape ``(D,)``;
+  chroma, log-mel band energies and spectral contrast, with librosa's definitions, shape ``(D,)``;
 - **mel**: mel power in dB (torchaudio's filterbank and dB conversion), shape
   ``(n_mels, frames)`` with ``frames`` fixed by ``max_seconds``: shorter clips are padded
   with the clip's dB floor, longer ones cut; the true frame count is returned beside it.
 
-Every spectral feature reads the same STFT, so a clip costs one transform, not six.
+Every spectral feature reads the same STFT, so a clip costs one transform, not ten. The
+maths is restated here in numpy (tests/test_features.py and tests/test_fast_path.py pin it
+to librosa and torchaudio) for speed, and so that a worker process needs neither torch nor
+librosa (each costs seconds of import and hundreds of MB per process):
+
+- a clip's variants are laid end to end in one buffer and transformed together, in blocks of
+  :data:`_BLOCK` frames, so the number of numpy calls per clip is small and fixed;
+- the mel filterbanks are sparse (two non-zeros per bin), chroma and the spectral moments are
+  small dense products, spectral contrast sorts only the bands that need more than a min/max,
+  rolloff finds its bin with a two-level cumulative sum;
+- zero-crossing rate and RMS come from cumulative sums over the waveform, not framed copies.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -99,48 +109,207 @@ def descriptor_names(cfg: FeatureConfig) -> list[str]:
     return [f"{name}_{stat}" for stat in cfg.stats for name in base]
 
 
+# -- filterbanks: numpy restatements of librosa's and torchaudio's (pinned equal by the tests) ------
+
+
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window ``(n_fft,)`` float32: ``torch.hann_window`` and librosa's ``"hann"``."""
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)).astype(np.float32)
+
+
+def fft_frequencies(sr: int, n_fft: int) -> np.ndarray:
+    """Centre frequency of each STFT bin in Hz, ``(1 + n_fft // 2,)`` float64."""
+    return np.fft.rfftfreq(n_fft, 1.0 / sr)
+
+
+def _slaney_hz_to_mel(f: np.ndarray) -> np.ndarray:
+    f = np.asarray(f, dtype=np.float64)
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    mels = f / f_sp
+    log_part = f >= min_log_hz
+    return np.where(log_part, min_log_hz / f_sp + np.log(np.maximum(f, 1e-300) / min_log_hz) / logstep, mels)
+
+
+def _slaney_mel_to_hz(m: np.ndarray) -> np.ndarray:
+    f_sp, min_log_hz, logstep = 200.0 / 3, 1000.0, np.log(6.4) / 27.0
+    min_log_mel = min_log_hz / f_sp
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def _triangles(bin_freqs: np.ndarray, f_pts: np.ndarray) -> np.ndarray:
+    """Overlapping triangles with corners ``f_pts``: ``(len(f_pts) - 2, bins)`` float64."""
+    f_diff = np.diff(f_pts)
+    ramps = f_pts[:, None] - bin_freqs[None, :]
+    down = -ramps[:-2] / f_diff[:-1, None]
+    up = ramps[2:] / f_diff[1:, None]
+    return np.maximum(0.0, np.minimum(down, up))
+
+
+@lru_cache(maxsize=16)
+def mel_filters(sr: int, n_fft: int, n_mels: int, *, htk: bool = False) -> np.ndarray:
+    """Mel filterbank ``(n_mels, 1 + n_fft // 2)`` float32 from 0 Hz to ``sr / 2``.
+
+    ``htk=False``: librosa's ``filters.mel`` default (Slaney scale, Slaney area norm), used by
+    the descriptor mel bands and MFCCs. ``htk=True``: torchaudio's ``melscale_fbanks`` as
+    ``MelSpectrogram`` uses it (HTK scale, no norm), used by the 2D mel spectrogram.
+    """
+    if htk:
+        m_max = 2595.0 * np.log10(1.0 + (sr / 2.0) / 700.0)
+        f_pts = 700.0 * (10.0 ** (np.linspace(0.0, m_max, n_mels + 2) / 2595.0) - 1.0)
+        # torchaudio's bin frequencies: linspace(0, sr // 2, n_freqs)
+        weights = _triangles(np.linspace(0, sr // 2, 1 + n_fft // 2), f_pts)
+    else:
+        f_pts = _slaney_mel_to_hz(np.linspace(_slaney_hz_to_mel(0.0), _slaney_hz_to_mel(sr / 2.0), n_mels + 2))
+        weights = _triangles(fft_frequencies(sr, n_fft), f_pts)
+        weights *= (2.0 / (f_pts[2:] - f_pts[:-2]))[:, None]
+    return _shared(weights)
+
+
+def _shared(a: np.ndarray) -> np.ndarray:
+    """A cached array as read-only float32: callers share it."""
+    a = np.ascontiguousarray(a, dtype=np.float32)
+    a.setflags(write=False)
+    return a
+
+
+@lru_cache(maxsize=16)
+def chroma_filters(sr: int, n_fft: int, n_chroma: int = 12) -> np.ndarray:
+    """librosa's ``filters.chroma`` (tuning 0, ctroct 5, octwidth 2, L2 norm, base C):
+    ``(n_chroma, 1 + n_fft // 2)`` float32."""
+    frequencies = np.linspace(0, sr, n_fft, endpoint=False)[1:]
+    frqbins = n_chroma * np.log2(frequencies / (440.0 / 16))
+    frqbins = np.concatenate(([frqbins[0] - 1.5 * n_chroma], frqbins))
+    binwidthbins = np.concatenate((np.maximum(frqbins[1:] - frqbins[:-1], 1.0), [1]))
+    d = np.subtract.outer(frqbins, np.arange(0, n_chroma, dtype="d")).T
+    half = np.round(float(n_chroma) / 2)
+    d = np.remainder(d + half + 10 * n_chroma, n_chroma) - half
+    wts = np.exp(-0.5 * (2 * d / binwidthbins[None, :]) ** 2)
+    norms = np.sqrt(np.sum(wts ** 2, axis=0, keepdims=True))
+    wts = wts / np.where(norms < np.finfo(wts.dtype).tiny, 1.0, norms)
+    wts *= np.exp(-0.5 * (((frqbins / n_chroma - 5.0) / 2.0) ** 2))[None, :]
+    wts = np.roll(wts, -3 * (n_chroma // 12), axis=0)
+    return _shared(wts[:, : 1 + n_fft // 2])
+
+
+def contrast_bands(sr: int, n_fft: int, n_bands: int, *, fmin: float = 200.0,
+                   quantile: float = 0.02) -> list[tuple[int, int, int]]:
+    """librosa's ``spectral_contrast`` octave bands as ``(first_bin, end_bin, k)``: the band's
+    peak is the mean of its ``k`` largest magnitudes, its valley the mean of its ``k`` smallest."""
+    freq = fft_frequencies(sr, n_fft)
+    octa = np.zeros(n_bands + 2)
+    octa[1:] = fmin * (2.0 ** np.arange(0, n_bands + 1))
+    if np.any(octa[:-1] >= 0.5 * sr):
+        raise SerError("spectral contrast bands exceed Nyquist: reduce n_contrast_bands")
+    bands = []
+    for k, (f_low, f_high) in enumerate(zip(octa[:-1], octa[1:])):
+        current = np.logical_and(freq >= f_low, freq <= f_high)
+        idx = np.flatnonzero(current)
+        if k > 0:
+            current[idx[0] - 1] = True
+        if k == n_bands:
+            current[idx[-1] + 1:] = True
+        sel = np.flatnonzero(current)
+        if k < n_bands:
+            sel = sel[:-1]
+        q = int(max(np.rint(quantile * np.sum(current)), 1))
+        bands.append((int(sel[0]), int(sel[-1]) + 1, q))
+    return bands
+
+
+#: Frames per STFT block: enough to amortise the ~40 numpy calls a block takes (64 frames
+#: cost 30% more per clip; 256 to a whole clip the same), few enough to bound the working
+#: memory (~1 MB of spectrum per 256 frames).
+_BLOCK = 256
+#: Bins per group of the two-level cumulative sum that finds the rolloff bin.
+_ROLL_GROUP = 16
+_ROLL_PERCENT = 0.85
+_AMIN = 1e-10
+_DB_PER_LOG = 10.0 / np.log(10.0)  # 10 log10(x) = _DB_PER_LOG ln(x); ln is several times faster
+
+
+@dataclass(frozen=True, eq=False)
+class _Bases:
+    """Everything about a FeatureConfig that does not depend on the clip, computed once.
+
+    Spectra are laid out ``(bins, frames)``, as librosa's are, so every product below is a
+    matrix times the block's spectrum with no transposed copy.
+    """
+
+    window: np.ndarray       # (n_fft, 1)
+    freqs: np.ndarray        # (bins,) float32, Hz
+    mels: Any                # scipy.sparse CSR (n_desc_mels + n_mels, bins): both mel banks at once
+    chroma: np.ndarray       # (n_chroma, bins)
+    sums: np.ndarray         # (2 + groups, bins): f, f^2 (f in kHz), then cumulative group masks
+    dct: np.ndarray          # (n_mfcc, n_desc_mels): orthonormal DCT-II, the MFCCs
+    runs: tuple              # contrast: (band indices, starts, first, end) of adjacent min/max-only bands
+    sorted_bands: tuple      # contrast: (band_index, first, end, k) of bands that need a sort
+
+
 @lru_cache(maxsize=8)
-def _window(n_fft: int):
-    import torch
+def _bases(cfg: FeatureConfig) -> _Bases:
+    import scipy.fft
+    import scipy.sparse
 
-    return torch.hann_window(n_fft)
+    sr, n_fft = cfg.sample_rate, cfg.n_fft
+    freqs = fft_frequencies(sr, n_fft)
+    n_bins = freqs.shape[0]
+    both = np.concatenate([mel_filters(sr, n_fft, cfg.n_desc_mels), mel_filters(sr, n_fft, cfg.n_mels, htk=True)])
+    f_khz = freqs / 1000.0
+    group_ends = np.minimum(np.arange(1, 1 + -(-n_bins // _ROLL_GROUP)) * _ROLL_GROUP, n_bins)
+    cumulative = (np.arange(n_bins)[None, :] < group_ends[:, None]).astype(np.float64)
+    dct = scipy.fft.dct(np.eye(cfg.n_desc_mels), type=2, norm="ortho", axis=0)[: cfg.n_mfcc]
+    runs: list[tuple[list[int], list[int]]] = []
+    sorted_bands = []
+    for i, (lo, hi, k) in enumerate(contrast_bands(sr, n_fft, cfg.n_contrast_bands)):
+        if k > 1:
+            sorted_bands.append((i, lo, hi, k))
+        elif runs and runs[-1][0][-1] == i - 1 and runs[-1][1][-1] == lo:
+            runs[-1][0].append(i)
+            runs[-1][1][-1:] = [lo, hi]
+        else:
+            runs.append(([i], [lo, hi]))
+    return _Bases(
+        window=hann_window(n_fft)[:, None],
+        freqs=freqs.astype(np.float32),
+        # sparse: a mel filter has a handful of non-zero bins, so a few thousand multiply-adds
+        # per frame instead of the dense product's 100k
+        mels=scipy.sparse.csr_array(both),
+        chroma=chroma_filters(sr, n_fft, cfg.n_chroma),
+        # the last cumulative mask is all ones: it gives the magnitude sum of centroid and bandwidth
+        sums=np.concatenate([np.stack([f_khz, f_khz ** 2]), cumulative]).astype(np.float32),
+        dct=np.ascontiguousarray(dct, dtype=np.float32),
+        runs=tuple((tuple(idx), np.array(edges[:-1]), edges[0], edges[-1]) for idx, edges in runs),
+        sorted_bands=tuple(sorted_bands),
+    )
 
 
-@lru_cache(maxsize=8)
-def _torch_mel_fbank(n_freqs: int, n_mels: int, sample_rate: int) -> np.ndarray:
-    """torchaudio's mel filterbank (HTK scale, no norm: MelSpectrogram's defaults), (freqs, mels)."""
-    import torchaudio.functional as AF
-
-    fb = AF.melscale_fbanks(n_freqs, f_min=0.0, f_max=sample_rate / 2.0, n_mels=n_mels,
-                            sample_rate=sample_rate, norm=None, mel_scale="htk")
-    return np.ascontiguousarray(fb.numpy().T)  # (mels, freqs)
+# -- the STFT ----------------------------------------------------------------------------------
 
 
-@lru_cache(maxsize=8)
-def _librosa_filters(sr: int, n_fft: int, n_desc_mels: int, n_chroma: int) -> tuple[np.ndarray, np.ndarray]:
-    import librosa
+def _padded(y: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, int]:
+    """``y`` reflect-padded by ``n_fft // 2`` on each side (a centred STFT) and its frame count.
 
-    mel = librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_desc_mels)
-    chroma = librosa.filters.chroma(sr=sr, n_fft=n_fft, n_chroma=n_chroma)
-    return mel.astype(np.float32), chroma.astype(np.float32)
+    A clip no longer than half a frame cannot be reflected: it is zero-extended first.
+    """
+    x = np.ascontiguousarray(y, dtype=np.float32)
+    half = cfg.n_fft // 2
+    if x.shape[0] <= half:
+        x = np.pad(x, (0, half + 1 - x.shape[0]))
+    return np.pad(x, half, mode="reflect"), 1 + x.shape[0] // cfg.hop_length
 
 
 def stft(y: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
     """Complex STFT, shape ``(1 + n_fft // 2, 1 + n // hop)``: centred, reflect-padded, Hann.
 
-    This is the one transform every spectral feature reads (torch.stft, as torchaudio's
-    MelSpectrogram computes it).
+    The transform every spectral feature reads (the same framing as torchaudio's
+    ``MelSpectrogram`` and ``torch.stft(center=True, pad_mode="reflect")``).
     """
-    import torch
+    import scipy.fft
+    from numpy.lib.stride_tricks import sliding_window_view
 
-    x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))
-    if x.shape[0] <= cfg.n_fft // 2:
-        # reflect padding needs more samples than half a frame: pad with zeros instead
-        x = torch.nn.functional.pad(x, (0, cfg.n_fft // 2 + 1 - x.shape[0]))
-    spec = torch.stft(x, n_fft=cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.n_fft,
-                      window=_window(cfg.n_fft), center=True, pad_mode="reflect",
-                      return_complex=True)
-    return spec.numpy()
+    padded, _ = _padded(y, cfg)
+    frames = sliding_window_view(padded, cfg.n_fft)[:: cfg.hop_length]
+    return scipy.fft.rfft(frames.T * _bases(cfg).window, axis=0)
 
 
 def power_to_db(power: np.ndarray, *, top_db: float | None) -> np.ndarray:
@@ -149,90 +318,282 @@ def power_to_db(power: np.ndarray, *, top_db: float | None) -> np.ndarray:
     Same convention as torchaudio's ``AmplitudeToDB(stype="power")`` and librosa's
     ``power_to_db(ref=1.0)``.
     """
-    db = 10.0 * np.log10(np.maximum(power, 1e-10))
+    db = _db(power)
     if top_db is not None:
-        db = np.maximum(db, db.max() - top_db)
-    return db.astype(np.float32)
+        np.maximum(db, db.max() - np.float32(top_db), out=db)
+    return db
 
 
-def mel_db_from_power(power: np.ndarray, cfg: FeatureConfig) -> tuple[np.ndarray, int]:
-    """Fixed-size mel-dB from a power spectrogram: ``((n_mels, cfg.n_frames), true_frames)``."""
-    fb = _torch_mel_fbank(power.shape[0], cfg.n_mels, cfg.sample_rate)
-    mel = power_to_db(fb @ power, top_db=cfg.top_db)
-    true_frames = min(mel.shape[1], cfg.n_frames)
-    out = np.empty((cfg.n_mels, cfg.n_frames), dtype=np.float32)
-    out[:, :true_frames] = mel[:, :true_frames]
-    out[:, true_frames:] = mel.min()  # pad with the clip's own floor, not 0 dB
-    return out, true_frames
+def _db(power: np.ndarray) -> np.ndarray:
+    """``10 log10(max(power, 1e-10))`` as float32 (ln is several times faster than log10)."""
+    db = np.log(np.maximum(power, _AMIN, dtype=np.float32))
+    db *= np.float32(_DB_PER_LOG)
+    return db
 
 
-def _fit_frames(v: np.ndarray, n_frames: int) -> np.ndarray:
-    return v[:n_frames] if v.shape[0] >= n_frames else np.pad(v, (0, n_frames - v.shape[0]), mode="edge")
+# -- a batch of waveforms, laid end to end -------------------------------------------------------
 
 
-def _time_domain(y: np.ndarray, cfg: FeatureConfig, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zero-crossing rate and RMS per centred frame of n_fft samples, each ``(n_frames,)``.
+@dataclass(frozen=True, eq=False)
+class _Batch:
+    """Several waveforms in one buffer, each in a slot that starts on a hop boundary.
 
-    RMS is taken on the waveform, not the windowed STFT, so it is the signal's true RMS.
+    Every STFT frame of every waveform is then a row of one strided view, so a clip's
+    variants are transformed together, in blocks, with a fixed number of numpy calls per block
+    rather than per waveform. Frames are numbered compactly: waveform ``i`` owns frames
+    ``bounds[i]:bounds[i + 1]``.
     """
-    import librosa
 
-    kw = dict(frame_length=cfg.n_fft, hop_length=cfg.hop_length, center=True)
-    zcr = librosa.feature.zero_crossing_rate(y, **kw)[0]
-    rms = librosa.feature.rms(y=y, **kw)[0]
-    return _fit_frames(zcr, n_frames), _fit_frames(rms, n_frames)
+    waves: list             # the float32 waveforms, cut to max_seconds
+    offsets: np.ndarray     # (B,) first sample of each slot
+    n_frames: np.ndarray    # (B,) STFT frames of each waveform
+    bounds: np.ndarray      # (B + 1,) frame boundaries
+    size: int               # samples in the buffer
 
 
-def frame_features(y: np.ndarray, spec: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Per-frame descriptors, shape ``(F, frames)`` with rows in :func:`descriptor_names` order."""
-    import librosa
+def _batch(waves: Sequence[np.ndarray], cfg: FeatureConfig) -> _Batch:
+    half, hop = cfg.n_fft // 2, cfg.hop_length
+    ys = [np.ascontiguousarray(np.asarray(w)[: cfg.max_samples], dtype=np.float32) for w in waves]
+    # a clip no longer than half a frame cannot be reflected: its STFT sees it zero-extended
+    extended = [max(y.shape[0], half + 1) for y in ys]
+    slots = [-(-(n + 2 * half) // hop) * hop for n in extended]
+    offsets = np.concatenate([[0], np.cumsum(slots)[:-1]]).astype(np.int64)
+    n_frames = np.array([1 + n // hop for n in extended], dtype=np.int64)
+    bounds = np.concatenate([[0], np.cumsum(n_frames)]).astype(np.int64)
+    return _Batch(ys, offsets, n_frames, bounds, int(sum(slots)))
+
+
+def _frame_rows(batch: _Batch, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The reflect-padded buffer as a strided ``(rows, n_fft)`` view, and each frame's row."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    half, hop = cfg.n_fft // 2, cfg.hop_length
+    buf = np.zeros(batch.size, dtype=np.float32)
+    for y, off in zip(batch.waves, batch.offsets):
+        n = y.shape[0]
+        x = buf[off + half: off + half + max(n, half + 1)]  # zero-extended if too short to reflect
+        x[:n] = y
+        buf[off: off + half] = x[half:0:-1]  # numpy's and torch's "reflect": the edge sample once
+        buf[off + half + x.shape[0]: off + 2 * half + x.shape[0]] = x[-2: -half - 2: -1]
+    rows = np.concatenate([off // hop + np.arange(n) for off, n in zip(batch.offsets, batch.n_frames)])
+    return sliding_window_view(buf, cfg.n_fft)[::hop], rows
+
+
+def _frame_sums(buf: np.ndarray, starts: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
+    """``sum(buf[s : s + n_fft])`` for each frame start ``s`` (multiples of hop), float64.
+
+    From sums over hop-sized blocks when a frame is a whole number of hops (no serial pass over
+    every sample), else from a cumulative sum.
+    """
+    n_fft, hop = cfg.n_fft, cfg.hop_length
+    if n_fft % hop == 0:
+        blocks = buf.reshape(-1, hop).sum(axis=1, dtype=np.uint32 if buf.dtype == np.uint8 else None)
+        cum = np.zeros(blocks.shape[0] + 1, dtype=np.float64)
+        np.cumsum(blocks, out=cum[1:])
+        first = starts // hop
+        return cum[first + n_fft // hop] - cum[first]
+    cum = np.zeros(buf.shape[0] + 1, dtype=np.float64)
+    np.cumsum(buf, dtype=np.float64, out=cum[1:])
+    return cum[starts + n_fft] - cum[starts]
+
+
+def _time_domain(batch: _Batch, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Zero-crossing rate and RMS per STFT frame of every waveform, each ``(total frames,)``.
+
+    librosa's definitions, frames of ``n_fft`` samples centred like the STFT's:
+    ``feature.zero_crossing_rate`` (edge padding; |x| <= 1e-10 counts as zero and zero as
+    positive; the crossings between the frame's own samples, over n_fft) and ``feature.rms``
+    (zero padding): RMS is the signal's, not the windowed STFT's. They come from frame sums of
+    per-sample crossings and squares laid out like the STFT's buffer, not from framed copies.
+    A waveform zero-extended for the STFT has fewer frames of its own: its last value repeats.
+    """
+    n_fft, hop, half = cfg.n_fft, cfg.hop_length, cfg.n_fft // 2
+    size = batch.size + n_fft + hop  # room for the last frame's edge pair, whole blocks
+    size += -size % hop
+    crossing = np.zeros(size, dtype=np.uint8)  # [j]: samples j and j+1 differ in sign
+    square = np.zeros(size, dtype=np.float32)
+    starts, take = [], []
+    first = 0
+    for y, off, n in zip(batch.waves, batch.offsets, batch.n_frames):
+        at = off + half  # the waveform's first sample; the edge padding around it never crosses
+        negative = y < np.float32(-1e-10)
+        np.not_equal(negative[1:], negative[:-1], out=crossing[at: at + y.shape[0] - 1].view(bool))
+        np.square(y, out=square[at: at + y.shape[0]])
+        own = 1 + y.shape[0] // hop
+        starts.append(off + hop * np.arange(own))
+        take.append(first + np.minimum(np.arange(n), own - 1))
+        first += own
+    starts = np.concatenate(starts)
+    # a frame's pairs end one sample before the frame does: drop the pair across its edge
+    zcr = (_frame_sums(crossing, starts, cfg) - crossing[starts + n_fft - 1]) / n_fft
+    rms = np.sqrt(np.maximum(_frame_sums(square, starts, cfg), 0.0) / n_fft)
+    take = np.concatenate(take)
+    return zcr[take], rms[take]
+
+
+# -- per-frame features ------------------------------------------------------------------------
+
+
+def _rolloff_bins(mag: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
+    """Per frame, the first bin where the cumulative magnitude reaches 85% of the total.
+
+    ``mag``: ``(bins, frames)``; ``cumulative``: its sums over the first 16, 32, ... bins
+    (``(groups, frames)``, from one matrix product). The group holding the threshold is found
+    from those, then one group of 16 bins per frame is summed bin by bin (a cumulative sum over
+    every bin is a slow, serial pass).
+    """
+    g = _ROLL_GROUP
+    cols = np.arange(mag.shape[1])
+    last = mag.shape[0] - 1
+    threshold = np.float32(_ROLL_PERCENT) * cumulative[-1]
+    group = np.count_nonzero(cumulative < threshold, axis=0)
+    before = np.where(group > 0, cumulative[group - 1, cols], 0.0)
+    rows = np.minimum(group * g + np.arange(g)[:, None], last)
+    inside = np.cumsum(mag[rows, cols], axis=0)
+    inside += before
+    # the group sum and the bin-by-bin sum may round apart: then the group's last bin
+    j = np.minimum(np.count_nonzero(inside < threshold, axis=0), g - 1)
+    return np.minimum(group * g + j, last)
+
+
+def _spectral_frames(batch: _Batch, cfg: FeatureConfig, b: _Bases) -> dict[str, np.ndarray]:
+    """Everything per frame that reads the STFT, for every frame of the batch, block by block.
+
+    Returns ``(..., frames)`` arrays: ``mel_power`` (both mel banks), ``chroma``
+    (unnormalised), ``moments`` (sums of m, f m, f^2 m over bins, f in kHz), ``log_mean`` and
+    ``mean`` (of the power floored at 1e-10, for flatness), ``rolloff`` (bin), ``peak`` and
+    ``valley`` (contrast bands).
+    """
     import scipy.fft
 
-    sr = cfg.sample_rate
-    mag = np.abs(spec).astype(np.float32)
-    power = mag * mag
-    freqs = np.linspace(0, sr / 2.0, mag.shape[0], dtype=np.float32)
-    n_frames = mag.shape[1]
-    mel_basis, chroma_basis = _librosa_filters(sr, cfg.n_fft, cfg.n_desc_mels, cfg.n_chroma)
+    frames, rows = _frame_rows(batch, cfg)
+    total = rows.shape[0]
+    n_bins = 1 + cfg.n_fft // 2
+    n_bands = cfg.n_contrast_bands + 1
+    out = {
+        "mel_power": np.empty((b.mels.shape[0], total), dtype=np.float32),
+        "chroma": np.empty((b.chroma.shape[0], total), dtype=np.float32),
+        "moments": np.empty((3, total), dtype=np.float32),
+        "log_mean": np.empty(total, dtype=np.float32),
+        "mean": np.empty(total, dtype=np.float32),
+        "rolloff": np.empty(total, dtype=np.int64),
+        "peak": np.empty((n_bands, total), dtype=np.float32),
+        "valley": np.empty((n_bands, total), dtype=np.float32),
+    }
+    pairs = 2 * (n_bins // 2)
+    n_blocks = -(-total // _BLOCK)
+    size = -(-total // n_blocks)  # equal blocks: no short tail
+    window = b.window[:, 0]
+    for a in range(0, total, size):
+        z = slice(a, min(a + size, total))
+        block = frames[rows[z]]  # (frames, n_fft), a copy
+        block *= window
+        spec = scipy.fft.rfft(block.T, axis=0)  # (bins, frames)
+        power = np.square(spec.real)
+        power += np.square(spec.imag)
+        mag = np.sqrt(power)
+        out["mel_power"][:, z] = b.mels @ power
+        np.matmul(b.chroma, power, out=out["chroma"][:, z])
+        sums = b.sums @ mag
+        out["moments"][0, z] = sums[-1]
+        out["moments"][1:, z] = sums[:2]
+        out["rolloff"][z] = _rolloff_bins(mag, sums[2:])
+        for idx, starts, lo, hi in b.runs:
+            out["valley"][idx[0]: idx[-1] + 1, z] = np.minimum.reduceat(mag[lo:hi], starts - lo, axis=0)
+            out["peak"][idx[0]: idx[-1] + 1, z] = np.maximum.reduceat(mag[lo:hi], starts - lo, axis=0)
+        if b.sorted_bands:
+            # sorted along contiguous rows: numpy's SIMD sort; one transposed copy for all bands
+            first = b.sorted_bands[0][1]
+            bands = np.ascontiguousarray(mag[first: b.sorted_bands[-1][2]].T)
+            for i, lo, hi, k in b.sorted_bands:
+                band = bands[:, lo - first: hi - first]
+                band.sort(axis=1)
+                np.add.reduce(band[:, :k], axis=1, out=out["valley"][i, z])  # sums: divided by k
+                np.add.reduce(band[:, -k:], axis=1, out=out["peak"][i, z])   # once, after the loop
+        # flatness (librosa's amin on |S|^2): the log of products of bin pairs halves the logs;
+        # floored powers of at most ~1e6 multiply safely inside float32's range
+        np.maximum(power, _AMIN, out=power)
+        np.add.reduce(power, axis=0, out=out["mean"][z])
+        logs = np.multiply(power[0:pairs:2], power[1:pairs:2], out=power[:pairs // 2])
+        np.add.reduce(np.log(logs, out=logs), axis=0, out=out["log_mean"][z])
+        if pairs < n_bins:
+            out["log_mean"][z] += np.log(power[pairs])
+    out["mean"] /= n_bins
+    out["log_mean"] /= n_bins
+    for i, _, _, k in b.sorted_bands:
+        out["valley"][i] /= k
+        out["peak"][i] /= k
+    return out
 
-    zcr, rms = _time_domain(y, cfg, n_frames)
-    # centroid and bandwidth as librosa computes them, sharing the normalised magnitude
-    norm = mag / np.maximum(mag.sum(axis=0, keepdims=True), 1e-10)
-    centroid = freqs @ norm
-    bandwidth = np.sqrt(np.sum(norm * (freqs[:, None] - centroid[None, :]) ** 2, axis=0))
-    cumulative = np.cumsum(mag, axis=0)
-    rolloff_idx = np.argmax(cumulative >= 0.85 * cumulative[-1:], axis=0)
-    rolloff = freqs[rolloff_idx]
-    flatness = librosa.feature.spectral_flatness(S=mag)[0]
 
-    mel_db = power_to_db(mel_basis @ power, top_db=cfg.top_db)
-    mfcc = scipy.fft.dct(mel_db, axis=0, type=2, norm="ortho")[: cfg.n_mfcc]
-    chroma = chroma_basis @ power
-    chroma = chroma / np.maximum(np.max(np.abs(chroma), axis=0, keepdims=True), 1e-10)
-    contrast = librosa.feature.spectral_contrast(S=mag, sr=sr, n_fft=cfg.n_fft,
-                                                 n_bands=cfg.n_contrast_bands)
-    rows = [zcr[None], rms[None], centroid[None], bandwidth[None], rolloff[None],
-            flatness[None], mfcc, chroma, mel_db, contrast]
-    return np.concatenate([np.asarray(r, dtype=np.float32) for r in rows], axis=0)
+def _clamp_segments(db: np.ndarray, bounds: np.ndarray, top_db: float | None) -> np.ndarray:
+    """``db`` (..., frames) floored at ``top_db`` below each waveform's own peak, in place."""
+    if top_db is not None:
+        peaks = np.maximum.reduceat(db.reshape(-1, db.shape[-1]).max(axis=0), bounds[:-1])
+        np.maximum(db, np.repeat(peaks - np.float32(top_db), np.diff(bounds)), out=db)
+    return db
 
 
-def summarize(frames: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """Frame statistics ``(F, frames) -> (F * len(stats),)`` in :func:`descriptor_names` order."""
-    parts = []
-    for stat in cfg.stats:
-        parts.append(frames.mean(axis=1) if stat == "mean" else frames.std(axis=1))
-    return np.concatenate(parts).astype(np.float32)
+def extract_many(waves: Sequence[np.ndarray], cfg: FeatureConfig) -> dict[str, Any]:
+    """Both feature families of several waveforms (a clip's variants) at once.
+
+    ``waves``: mono float ``(n_i,)`` arrays at ``cfg.sample_rate``; samples past
+    ``max_seconds`` are ignored. Each row equals :func:`extract` of that waveform alone (to
+    float rounding). Returns ``{"descriptors": (B, D), "mel": (B, n_mels, cfg.n_frames),
+    "n_frames": (B,) int}``.
+    """
+    b = _bases(cfg)
+    batch = _batch(waves, cfg)
+    s = _spectral_frames(batch, cfg, b)
+    bounds, n_desc = batch.bounds, cfg.n_desc_mels
+    total = int(bounds[-1])
+
+    per_frame = np.empty((len(_frame_feature_names(cfg)), total), dtype=np.float32)
+    per_frame[0], per_frame[1] = _time_domain(batch, cfg)
+    m0, m1, m2 = (s["moments"][i].astype(np.float64) for i in range(3))
+    weight = np.maximum(m0, _AMIN)
+    centroid = m1 / weight
+    # sum_k p_k (f_k - c)^2 with p = m / weight, expanded: the p sum to m0 / weight (1 unless silent)
+    bandwidth = np.sqrt(np.maximum(m2 / weight - centroid ** 2 * (2.0 - m0 / weight), 0.0))
+    per_frame[2] = 1000.0 * centroid
+    per_frame[3] = 1000.0 * bandwidth
+    per_frame[4] = b.freqs[s["rolloff"]]
+    per_frame[5] = np.exp(s["log_mean"]) / s["mean"]
+    i = 6
+    db = _db(s["mel_power"])
+    mel_db = _clamp_segments(db[:n_desc], bounds, cfg.top_db)  # (n_desc_mels, frames)
+    np.matmul(b.dct, mel_db, out=per_frame[i: i + cfg.n_mfcc])
+    i += cfg.n_mfcc
+    chroma = s["chroma"]
+    np.divide(chroma, np.maximum(np.abs(chroma).max(axis=0), _AMIN), out=per_frame[i: i + cfg.n_chroma])
+    i += cfg.n_chroma
+    per_frame[i: i + n_desc] = mel_db
+    i += n_desc
+    np.subtract(_clamp_segments(_db(s["peak"]), bounds, cfg.top_db),
+                _clamp_segments(_db(s["valley"]), bounds, cfg.top_db), out=per_frame[i:])
+    mel2d = _clamp_segments(db[n_desc:], bounds, cfg.top_db)  # (n_mels, frames)
+
+    n = len(batch.waves)
+    descriptors = np.empty((n, len(descriptor_names(cfg))), dtype=np.float32)
+    mel = np.empty((n, cfg.n_mels, cfg.n_frames), dtype=np.float32)
+    n_frames = np.minimum(batch.n_frames, cfg.n_frames)
+    width = per_frame.shape[0]
+    for k in range(n):
+        lo, hi = bounds[k], bounds[k + 1]
+        for j, stat in enumerate(cfg.stats):
+            frames = per_frame[:, lo:hi]
+            descriptors[k, j * width:(j + 1) * width] = frames.mean(axis=1) if stat == "mean" else frames.std(axis=1)
+        own = mel2d[:, lo:hi]
+        mel[k, :, : n_frames[k]] = own[:, : n_frames[k]]
+        mel[k, :, n_frames[k]:] = own.min()  # pad with the waveform's own floor, not 0 dB
+    return {"descriptors": descriptors, "mel": mel, "n_frames": n_frames}
 
 
 def extract(y: np.ndarray, cfg: FeatureConfig) -> dict[str, Any]:
     """Both feature families from one STFT of one waveform.
 
-    ``y``: mono float32 ``(n,)`` at ``cfg.sample_rate``, already cut to ``max_seconds``.
+    ``y``: mono float ``(n,)`` at ``cfg.sample_rate``; samples past ``max_seconds`` are ignored.
     Returns ``{"descriptors": (D,), "mel": (n_mels, cfg.n_frames), "n_frames": int}``.
     """
-    y = y[: cfg.max_samples]
-    spec = stft(y, cfg)
-    power = (spec.real ** 2 + spec.imag ** 2).astype(np.float32)
-    mel, n_frames = mel_db_from_power(power, cfg)
-    desc = summarize(frame_features(y, spec, cfg), cfg)
-    return {"descriptors": desc, "mel": mel, "n_frames": n_frames}
+    out = extract_many([y], cfg)
+    return {"descriptors": out["descriptors"][0], "mel": out["mel"][0], "n_frames": int(out["n_frames"][0])}

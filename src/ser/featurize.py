@@ -21,7 +21,7 @@ import pandas as pd
 from .audio import load_audio
 from .augment import parse_augment, variants
 from .errors import AudioError, SerError
-from .features import FeatureConfig, descriptor_names, extract
+from .features import FeatureConfig, descriptor_names, extract_many
 from .labels import label_list
 from .splits import SplitConfig, assign_splits
 
@@ -67,6 +67,7 @@ class FeaturizeSummary:
     n_done_before: int
     seconds: float
     counts: pd.DataFrame
+    failures: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["clip_id", "path", "reason"]))
 
 
 @dataclass
@@ -114,19 +115,66 @@ def run_config(cfg: FeaturizeConfig, dataset: str, labels: Sequence[str]) -> dic
 
 
 def _limit_threads() -> Callable[[], None]:
-    """One thread per worker for BLAS, OpenMP and torch (no oversubscription); returns a restore."""
-    import torch
+    """One thread for BLAS and OpenMP (and torch, if something imported it): no oversubscription.
+
+    Returns a function that restores the previous limits.
+    """
     from threadpoolctl import threadpool_limits
 
-    before = torch.get_num_threads()
+    # load the feature path's libraries first: threadpoolctl limits only the thread pools already
+    # loaded, and scipy brings an OpenBLAS of its own whose idle threads otherwise spin
+    import scipy.fft  # noqa: F401
+    import scipy.sparse  # noqa: F401
+
+    torch = sys.modules.get("torch")  # the feature path never imports it: torch costs seconds to load
+    before = torch.get_num_threads() if torch is not None else None
     limiter = threadpool_limits(limits=1)
-    torch.set_num_threads(1)
+    if torch is not None:
+        torch.set_num_threads(1)
 
     def restore() -> None:
         limiter.restore_original_limits()
-        torch.set_num_threads(before)
+        if torch is not None:
+            torch.set_num_threads(before)
 
     return restore
+
+
+def _tune_malloc() -> None:
+    """Let glibc reuse freed memory instead of mapping fresh pages for every large array.
+
+    Each clip allocates a few MB of short-lived arrays of varying sizes; by default every one
+    above the mmap threshold is a new mapping whose pages fault in on first touch, which in a
+    VM costs as much as the maths (the phase vocoder ran twice as fast with this). Process-
+    wide and idempotent; freed memory up to ``M_TRIM_THRESHOLD`` stays with the process. A
+    no-op where there is no glibc ``mallopt``.
+    """
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 64 << 20)
+    mallopt(m_top_pad, 16 << 20)
+
+
+_WORKER_PID: int | None = None
+
+
+def _worker_setup() -> None:
+    """Once per worker process: one thread per worker and malloc tuned for reuse.
+
+    A joblib worker is a process of its own and serves many tasks; setting this per task cost
+    ~3 ms each (threadpoolctl scans the loaded libraries), so it is done on the first and kept.
+    """
+    global _WORKER_PID
+    if _WORKER_PID != os.getpid():
+        _limit_threads()
+        _tune_malloc()
+        _WORKER_PID = os.getpid()
 
 
 def process_clip(index: int, path: str, clip_id: str, split: str, *, features: FeatureConfig,
@@ -137,17 +185,16 @@ def process_clip(index: int, path: str, clip_id: str, split: str, *, features: F
         y, result.duration_s = load_audio(path, sr=features.sample_rate, max_seconds=features.max_seconds,
                                           min_samples=features.n_fft // 4)
         names = augment if split == "train" else ()
-        descs, mels = [], []
-        for name, wave in variants(y, sr=features.sample_rate, clip_id=clip_id, augment=names, seed=seed):
-            out = extract(wave, features)
-            if not (np.all(np.isfinite(out["descriptors"])) and np.all(np.isfinite(out["mel"]))):
-                raise AudioError(f"{path}: features are not finite for variant {name!r}")
-            descs.append(out["descriptors"])
-            mels.append(out["mel"])
-            result.augments.append(name)
-            result.n_frames.append(int(out["n_frames"]))
-        result.descriptors = np.stack(descs)
-        result.mel = np.stack(mels)
+        waves = variants(y, sr=features.sample_rate, clip_id=clip_id, augment=names, seed=seed)
+        out = extract_many([wave for _, wave in waves], features)
+        finite = np.isfinite(out["descriptors"]).all(axis=1) & np.isfinite(out["mel"]).all(axis=(1, 2))
+        if not finite.all():
+            bad = waves[int(np.argmin(finite))][0]
+            raise AudioError(f"{path}: features are not finite for variant {bad!r}")
+        result.descriptors = out["descriptors"]
+        result.mel = out["mel"]
+        result.augments = [name for name, _ in waves]
+        result.n_frames = [int(n) for n in out["n_frames"]]
     except AudioError as exc:
         result.error = str(exc)
     except Exception as exc:  # one bad file must not end the batch: record it, with its type
@@ -157,12 +204,12 @@ def process_clip(index: int, path: str, clip_id: str, split: str, *, features: F
 
 def process_chunk(jobs: list[tuple[int, str, str, str]], *, features: FeatureConfig,
                   augment: Sequence[str], seed: int) -> list[ClipResult]:
-    """Worker entry point: a few clips per task, one thread each, to keep overhead small."""
-    restore = _limit_threads()
-    try:
-        return [process_clip(*job, features=features, augment=augment, seed=seed) for job in jobs]
-    finally:
-        restore()
+    """Worker entry point: a few clips per task, to keep the per-task overhead small.
+
+    The first task in a worker process limits it to one thread (see :func:`_worker_setup`).
+    """
+    _worker_setup()
+    return [process_clip(*job, features=features, augment=augment, seed=seed) for job in jobs]
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -170,28 +217,45 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
+#: Clips per worker task: ~50-100 ms of work, so joblib's per-task overhead stays small.
+CHUNK_CLIPS = 4
+#: Most tasks whose results the parent holds at once, per worker (see :func:`_results`).
+WINDOW_TASKS_PER_WORKER = 32
+
+
 def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig) -> Iterator[ClipResult]:
-    """Results in plan order, computed by ``cfg.workers`` processes (or in-process for one)."""
+    """Results in plan order, computed by ``cfg.workers`` processes (or in-process for one).
+
+    Memory stays bounded whatever the corpus size: joblib dispatches a new task whenever one
+    finishes, whether or not the consumer (the store writer) has taken the results already
+    waiting, so with one long generator a writer slower than the workers would let results
+    pile up in this process. Tasks are therefore submitted in windows of at most
+    ``WINDOW_TASKS_PER_WORKER * workers`` tasks (at most 256): a window's results are all
+    that is ever held here (~0.33 MB a clip with five variants at the default config), and
+    the next window starts when the writer has taken them. Workers idle only for the tail of
+    a window (about half a task in 32 per worker).
+    """
     kwargs = dict(features=cfg.features, augment=cfg.augment, seed=cfg.split.seed)
-    chunk = 4
+    tasks = list(_chunks(jobs, CHUNK_CLIPS))
     if cfg.workers <= 1:
-        for part in _chunks(jobs, chunk):
-            yield from process_chunk(part, **kwargs)
+        restore = _limit_threads()
+        _tune_malloc()
+        try:
+            for part in tasks:
+                yield from [process_clip(*job, **kwargs) for job in part]
+        finally:
+            restore()
         return
     from joblib import Parallel, delayed, parallel_config
 
+    window = max(2 * cfg.workers, min(WINDOW_TASKS_PER_WORKER * cfg.workers, 256))
     with parallel_config(backend=cfg.backend, n_jobs=cfg.workers):
-        try:
-            parallel = Parallel(return_as="generator", pre_dispatch="2*n_jobs")
-        except ValueError:  # e.g. multiprocessing cannot stream: run one window at a time
-            parallel = None
-        if parallel is not None:
-            for part in parallel(delayed(process_chunk)(p, **kwargs) for p in _chunks(jobs, chunk)):
-                yield from part
-            return
-        window = max(1, cfg.batch_clips // chunk)  # a window is about one write batch
-        with Parallel() as pool:
-            for parts in _chunks(list(_chunks(jobs, chunk)), window):
+        try:  # batch_size=1: a task is already a batch of clips
+            pool = Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)
+        except ValueError:  # e.g. multiprocessing cannot stream: each window comes back as a list
+            pool = Parallel(pre_dispatch="2*n_jobs", batch_size=1)
+        with pool:
+            for parts in _chunks(tasks, window):
                 for part in pool(delayed(process_chunk)(p, **kwargs) for p in parts):
                     yield from part
 
@@ -208,76 +272,98 @@ def _rows_meta(clips: pd.DataFrame, results: list[ClipResult]) -> pd.DataFrame:
     return pd.DataFrame.from_records(records)
 
 
+def plan_digest(clips: pd.DataFrame) -> str:
+    """A short hash of the clip list and its split: a store resumes only for the same plan."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for col in ("clip_id", "path", "split"):
+        h.update("\x1f".join(clips[col].astype(str)).encode("utf-8") + b"\x1e")
+    return h.hexdigest()[:16]
+
+
 def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
               log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> FeaturizeSummary:
-    """Run (or resume) a featurize job and return what it did."""
-    from .store import StoreWriter
+    """Run (or resume) a featurize job and return what it did.
+
+    Every batch is committed whole (see :mod:`ser.store`): a SIGKILL or Ctrl-C loses at most
+    the batch in flight, and running the same call again resumes where it stopped and gives
+    the store a clean run gives, row for row.
+    """
+    from .audio import refuse_audio_overwrite
+    from .store import Store, StoreWriter, work_dir
 
     t0 = time.perf_counter()
     out = Path(cfg.out)
     p = plan(cfg)
     clips, skipped, data = p.clips, p.skipped, p.base
-    audio_paths = {(data / path).resolve() for path in clips["path"]}
-    if out.resolve() in audio_paths:
+    inputs = {(data / path).resolve() for path in pd.concat([clips["path"], skipped["path"]])}
+    if out.resolve() in inputs:
         raise SerError(f"--out {out} is one of the input audio files; choose another path")
+    refuse_audio_overwrite(out)
     rc = run_config(cfg, p.dataset, p.labels)
-    writer = StoreWriter(out, run_config=rc, descriptor_names=descriptor_names(cfg.features),
-                         clip_table=pd.concat([clips, skipped], ignore_index=True), overwrite=cfg.overwrite)
-    done = writer.done_clip_ids()
-    if not writer.resumed and len(skipped):
-        fails = skipped.assign(clip_id=skipped["path"].map(lambda p: str(p)))
-        writer.add_failures(fails.loc[:, ["clip_id", "path", "reason"]])
-    todo = clips[~clips["clip_id"].isin(done)]
-    if writer.resumed:
-        log(f"resuming {out}: {len(clips) - len(todo)} of {len(clips)} clips already done")
-    jobs = [(int(i), str(data / path), str(c), str(s))  # an absolute path stays itself under "/"
-            for i, path, c, s in zip(todo.index, todo["path"], todo["clip_id"], todo["split"])]
+    with StoreWriter(out, run_config=rc, descriptor_names=descriptor_names(cfg.features),
+                     overwrite=cfg.overwrite, plan_digest=plan_digest(clips)) as writer:
+        bar = None
+        try:
+            done = writer.done_clip_ids()
+            # files the scan could not use are failures too; recorded once, even across resumes
+            new_skipped = skipped[~skipped["path"].astype(str).isin(done)]
+            if len(new_skipped):
+                writer.add_failures(new_skipped.assign(clip_id=new_skipped["path"].astype(str))
+                                    .loc[:, ["clip_id", "path", "reason"]])
+            todo = clips[~clips["clip_id"].isin(done)]
+            if writer.resumed:
+                log(f"resuming {out}: {len(clips) - len(todo)} of {len(clips)} clips already done")
+            jobs = [(int(i), str(data / path), str(c), str(s))  # an absolute path stays itself under "/"
+                    for i, path, c, s in zip(todo.index, todo["path"], todo["clip_id"], todo["split"])]
+            if progress:
+                from tqdm import tqdm
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
+                bar = tqdm(total=len(clips), initial=len(clips) - len(todo), unit="clip", desc="featurize",
+                           file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
+            pending: list[ClipResult] = []
 
-        bar = tqdm(total=len(clips), initial=len(clips) - len(todo), unit="clip", desc="featurize",
-                   file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-    pending: list[ClipResult] = []
+            def flush() -> None:
+                """Commit the pending clips, their rows and their failures, as one batch."""
+                ok = [r for r in pending if r.error is None]
+                bad = [r for r in pending if r.error is not None]
+                failures = pd.DataFrame({
+                    "clip_id": [clips.loc[r.index, "clip_id"] for r in bad],
+                    "path": [clips.loc[r.index, "path"] for r in bad],
+                    "reason": [r.error for r in bad],
+                }) if bad else None
+                if ok:
+                    writer.commit(np.concatenate([r.descriptors for r in ok]),
+                                  np.concatenate([r.mel for r in ok]), _rows_meta(clips, ok), failures)
+                elif bad:
+                    writer.commit(failures=failures)
+                pending.clear()
 
-    def flush() -> None:
-        ok = [r for r in pending if r.error is None]
-        bad = [r for r in pending if r.error is not None]
-        if ok:
-            writer.append(np.concatenate([r.descriptors for r in ok]), np.concatenate([r.mel for r in ok]),
-                          _rows_meta(clips, ok))
-        if bad:
-            writer.add_failures(pd.DataFrame({
-                "clip_id": [clips.loc[r.index, "clip_id"] for r in bad],
-                "path": [clips.loc[r.index, "path"] for r in bad],
-                "reason": [r.error for r in bad],
-            }))
-        pending.clear()
-
-    try:
-        for result in _results(jobs, cfg):
-            pending.append(result)
+            for result in _results(jobs, cfg):
+                pending.append(result)
+                if bar is not None:
+                    bar.update(1)
+                if len(pending) >= cfg.batch_clips:
+                    flush()
+            flush()
             if bar is not None:
-                bar.update(1)
-            if len(pending) >= cfg.batch_clips:
-                flush()
-        flush()
-    except KeyboardInterrupt:
-        if bar is not None:
-            bar.close()
-        log(f"\ninterrupted: {writer.n_rows} rows are safely in {out}; "
-            "run the same command again to resume")
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    writer.finish()
-    from .store import Store
+                bar.close()
+            writer.finish()
+        except KeyboardInterrupt:
+            if bar is not None:
+                bar.close()
+            log(f"\ninterrupted: {writer.n_rows} rows are safely committed in {work_dir(out)}; "
+                "run the same command again to resume (or pass --overwrite to start over)")
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
 
     store = Store(out)
     meta = store.meta()
-    n_fail = len(store.failures())
+    failures = store.failures()
     counts = meta.groupby(["split", "augment"]).size().unstack(fill_value=0) if len(meta) else pd.DataFrame()
-    return FeaturizeSummary(store=out, n_clips=len(clips), n_rows=len(meta), n_failures=n_fail,
-                            n_done_before=len(clips) - len(todo), seconds=time.perf_counter() - t0, counts=counts)
+    return FeaturizeSummary(store=out, n_clips=len(clips), n_rows=len(meta), n_failures=len(failures),
+                            n_done_before=len(clips) - len(todo), seconds=time.perf_counter() - t0, counts=counts,
+                            failures=failures)

@@ -8,19 +8,44 @@ Layout (schema version :data:`SCHEMA_VERSION`):
   the row number: ``pd.read_hdf(path, "meta")`` works.
 - ``/failures``: a pandas table of files that could not be used (``path``, ``clip_id``, ``reason``).
 - root attributes: ``ser_schema_version``, ``feature_config``, ``split_config``, ``run_config``,
-  ``labels`` (JSON), ``package_version``, ``complete``.
+  ``labels`` (JSON), ``package_version``, ``complete``, ``n_rows``, ``session`` (the id of the
+  run that wrote it) and ``plan_digest`` (a hash of the clip list and its split).
 
-Writing is done by one process (:class:`StoreWriter`) in batches. Each batch writes the
-arrays first and the meta rows last, so the meta table is the commit record: rows past it
-are an interrupted batch, and reopening the store for writing cuts them away.
+Version 2 adds checksums: every array chunk and both tables carry HDF5's Fletcher-32 filter
+(the tables are also zlib-compressed, level 1) and the file's own metadata is checksummed
+(HDF5 1.10 format), so a flipped byte is a read error, never a silently wrong number. Readers
+of version 1 are refused: its in-place writes could be left corrupt by a killed featurize.
+
+Crash safety: the store file is never written in place. A writer (:class:`StoreWriter`) keeps
+its work in a folder beside it, ``feats.h5.partial/``:
+
+- ``header.json``: the run's configuration and session id;
+- ``part-000000.h5``, ``part-000001.h5``, ...: one per committed batch, its arrays, meta rows
+  and failures together, written as ``*.tmp``, fsynced and renamed, so a batch is on disk whole
+  or not at all (the commit is the rename);
+- ``LOCK``: a POSIX lock held by the writing process (released when it exits, however it
+  exits), so a second writer is refused and readers can tell "being written" from "interrupted".
+
+:meth:`StoreWriter.finish` merges the parts (after the rows of an existing store it resumed)
+into a temporary file in that folder, fsyncs it, renames it over ``feats.h5`` (atomic), and
+removes the folder. A SIGKILL at any moment therefore leaves the previous state or the next
+one, never half an HDF5 file, and the rerun resumes from the committed parts. Readers open
+files read-only; while a store is being written they read a snapshot of the committed parts
+(``Store(path, require_complete=False)``) or are told it is incomplete, and who is writing it.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
+import re
+import shutil
+import time
+import uuid
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -30,7 +55,12 @@ import pandas as pd
 from . import __version__
 from .errors import StoreError
 
-SCHEMA_VERSION = 1
+try:
+    import fcntl
+except ImportError:  # not POSIX: no writer lock (one writer per store is then the user's care)
+    fcntl = None  # type: ignore[assignment]
+
+SCHEMA_VERSION = 2
 
 META_STRING_COLUMNS = ("clip_id", "path", "dataset", "speaker", "emotion", "split", "augment",
                        "sentence", "intensity", "sex")
@@ -38,8 +68,32 @@ META_COLUMNS = ("clip_id", "path", "dataset", "speaker", "emotion", "label", "sp
                 "duration_s", "n_frames", "sentence", "intensity", "sex", "age")
 FAILURE_COLUMNS = ("clip_id", "path", "reason")
 FAMILIES = ("descriptors", "mel")
+SPLITS = ("train", "val", "test")
+#: Suffix of the work folder beside a store that is being written: ``feats.h5.partial``.
+WORK_SUFFIX = ".partial"
 
 _ROW_CHUNK = 1024  # rows per contiguous read when loading a split
+_COPY_ROWS = 256   # rows per block when merging parts into the store
+_REASON_BYTES = 240
+_NUMERIC = {"label": np.int64, "n_frames": np.int64, "duration_s": np.float64, "age": np.float64}
+_DATA_COLUMNS = ["split", "emotion", "speaker", "augment"]
+_TABLE_FILTERS: dict[str, Any] = dict(complevel=1, complib="zlib", fletcher32=True)
+_LIBVER = ("v110", "latest")  # superblock v3 and v2 object headers: checksummed metadata
+_HEADER = "header.json"
+_LOCK = "LOCK"
+_PID = "PID"
+_MERGED = "merged.h5.tmp"
+_PART_RE = re.compile(r"^part-(\d{6})\.h5$")
+_HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
+# what h5py, PyTables and pandas raise on damaged files (tables' errors derive from these)
+_READ_ERRORS = (OSError, LookupError, ValueError, RuntimeError, TypeError, AttributeError, SystemError,
+                ArithmeticError, MemoryError, EOFError)
+
+
+def work_dir(path: str | Path) -> Path:
+    """The folder where a store being written keeps its committed batches: ``feats.h5.partial``."""
+    path = Path(path)
+    return path.with_name(path.name + WORK_SUFFIX)
 
 
 def _json_attr(value: Any) -> str:
@@ -47,7 +101,7 @@ def _json_attr(value: Any) -> str:
 
 
 def _itemsizes(table: pd.DataFrame, columns: Iterable[str], floor: int = 8) -> dict[str, int]:
-    """PyTables string widths (UTF-8 bytes) wide enough for every value a run will write."""
+    """PyTables string widths (UTF-8 bytes) wide enough for every value in ``table``."""
     sizes = {}
     for col in columns:
         values = _plain_strings(table[col]) if col in table else pd.Series([""])
@@ -75,139 +129,325 @@ def _as_plain(frame: pd.DataFrame, string_columns: Iterable[str]) -> pd.DataFram
     return frame
 
 
-class StoreWriter:
-    """Creates or resumes a store and appends batches to it; use as a context manager.
-
-    ``run_config`` is everything that decides the store's content (feature config, split
-    config, scan options, augmentations, labels); a resumed store must have the same, else
-    :class:`StoreError` names what differs.
-    """
-
-    def __init__(self, path: str | Path, *, run_config: dict[str, Any], descriptor_names: Sequence[str],
-                 clip_table: pd.DataFrame, overwrite: bool = False) -> None:
-        import h5py
-
-        self.path = Path(path)
-        self.run_config = run_config
-        feature = run_config["feature_config"]
-        n_mels, frames = int(feature["n_mels"]), 1 + int(round(feature["max_seconds"] * feature["sample_rate"])) // int(feature["hop_length"])
-        self.resumed = False
-        if self.path.exists() and not overwrite:
-            self._check_resumable()
-            self.resumed = True
-        else:
-            if self.path.exists():
-                self.path.unlink()
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            with h5py.File(self.path, "w") as f:
-                f.attrs["ser_schema_version"] = SCHEMA_VERSION
-                f.attrs["package_version"] = __version__
-                f.attrs["feature_config"] = _json_attr(feature)
-                f.attrs["split_config"] = _json_attr(run_config["split_config"])
-                f.attrs["labels"] = _json_attr(run_config["labels"])
-                f.attrs["run_config"] = _json_attr(run_config)
-                f.attrs["complete"] = 0  # int, not bool: PyTables warns on HDF5 enum bools
-                d = f.create_dataset("descriptors", shape=(0, len(descriptor_names)),
-                                     maxshape=(None, len(descriptor_names)), dtype="float32",
-                                     chunks=(256, len(descriptor_names)))
-                d.attrs["names"] = _json_attr(list(descriptor_names))
-                f.create_dataset("mel", shape=(0, n_mels, frames), maxshape=(None, n_mels, frames),
-                                 dtype="float32", chunks=(1, n_mels, frames))
-                f.attrs["meta_itemsize"] = _json_attr(_itemsizes(clip_table, META_STRING_COLUMNS))
-                f.attrs["failure_itemsize"] = _json_attr(
-                    _itemsizes(clip_table, ("clip_id", "path")) | {"reason": 240})
-        with h5py.File(self.path, "r") as f:
-            self._meta_itemsize = json.loads(f.attrs["meta_itemsize"])
-            self._failure_itemsize = json.loads(f.attrs["failure_itemsize"])
-        self.n_rows = self._truncate_to_committed()
-
-    # -- resume ------------------------------------------------------------------------------
-    def _check_resumable(self) -> None:
-        info = read_attrs(self.path)
-        old = info["run_config"]
-        diffs = describe_differences(old, self.run_config)
-        if diffs:
-            raise StoreError(
-                f"{self.path} was made with other arguments ({'; '.join(diffs)}); "
-                "rerun with the same arguments to resume it, or pass --overwrite to start over"
-            )
-
-    def _truncate_to_committed(self) -> int:
-        """Cut array rows past the meta table (an interrupted batch); return the row count."""
-        import h5py
-
-        n = _table_nrows(self.path, "meta")
-        with h5py.File(self.path, "a") as f:
-            for name in FAMILIES:
-                if f[name].shape[0] != n:
-                    f[name].resize(n, axis=0)
-        return n
-
-    def done_clip_ids(self) -> set[str]:
-        """Clip ids already written (as rows or as failures): a resumed run skips them."""
-        done: set[str] = set()
-        for key in ("meta", "failures"):
-            if _table_nrows(self.path, key):
-                done.update(pd.read_hdf(self.path, key, columns=["clip_id"])["clip_id"].astype(str))
-        return done
-
-    # -- writing -----------------------------------------------------------------------------
-    def append(self, descriptors: np.ndarray, mel: np.ndarray, meta: pd.DataFrame) -> None:
-        """Append ``k`` rows: ``descriptors (k, D)``, ``mel (k, n_mels, frames)``, ``meta`` (k rows)."""
-        import h5py
-
-        k = descriptors.shape[0]
-        if not (mel.shape[0] == k == len(meta)):
-            raise StoreError(f"batch sizes differ: {k} descriptors, {mel.shape[0]} mel, {len(meta)} meta")
-        if k == 0:
-            return
-        start = self.n_rows
-        with h5py.File(self.path, "a") as f:
-            for name, arr in (("descriptors", descriptors), ("mel", mel)):
-                ds = f[name]
-                ds.resize(start + k, axis=0)
-                ds[start:start + k] = arr
-        frame = _as_plain(meta.loc[:, list(META_COLUMNS)], META_STRING_COLUMNS)
-        frame.index = pd.RangeIndex(start, start + k)
-        # meta last: it is the commit record of this batch
-        with pd.HDFStore(self.path, mode="a") as hdf:
-            hdf.append("meta", frame, format="table", data_columns=["split", "emotion", "speaker", "augment"],
-                       min_itemsize=self._meta_itemsize, index=False)
-        self.n_rows = start + k
-
-    def add_failures(self, failures: pd.DataFrame) -> None:
-        """Record files that could not be used (columns ``clip_id``, ``path``, ``reason``)."""
-        if len(failures) == 0:
-            return
-        frame = _as_plain(failures.loc[:, list(FAILURE_COLUMNS)], FAILURE_COLUMNS)
-        frame["reason"] = frame["reason"].map(lambda r: _clip_bytes(r, self._failure_itemsize["reason"]))
-        with pd.HDFStore(self.path, mode="a") as hdf:
-            start = hdf.get_storer("failures").nrows if "/failures" in hdf.keys() else 0
-            frame.index = pd.RangeIndex(start, start + len(frame))
-            hdf.append("failures", frame, format="table", min_itemsize=self._failure_itemsize, index=False)
-
-    def finish(self) -> None:
-        """Mark the store complete (every planned clip is written or recorded as failed)."""
-        import h5py
-
-        with h5py.File(self.path, "a") as f:
-            f.attrs["complete"] = 1
-
-    def __enter__(self) -> "StoreWriter":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def _clip_bytes(text: str, limit: int) -> str:
     data = text.encode("utf-8")
     return text if len(data) <= limit else data[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
-def _table_nrows(path: Path, key: str) -> int:
-    with pd.HDFStore(path, mode="r") as hdf:
-        return hdf.get_storer(key).nrows if f"/{key}" in hdf.keys() else 0
+class StoreChanged(StoreError):
+    """The store was finished or restarted by its writer while being read: open it again."""
+
+
+# -- files, fsync, locks -----------------------------------------------------------------------
+def _fsync_path(path: Path, *, directory: bool = False) -> None:
+    """Flush a file (or a folder's entries) to disk; a crash of the machine keeps what was committed."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if directory else 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        if directory:  # some filesystems cannot open folders; the rename is still atomic
+            return
+        raise
+    try:
+        os.fsync(fd)
+    except OSError:
+        if not directory:
+            raise
+    finally:
+        os.close(fd)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_path(path.parent, directory=True)
+
+
+def _is_hdf5(path: Path) -> bool:
+    """Whether ``path`` starts with the HDF5 signature (at 0 or a power-of-two user-block offset)."""
+    try:
+        with open(path, "rb") as f:
+            for offset in (0, 512, 1024, 2048, 4096):
+                f.seek(offset)
+                if f.read(8) == _HDF5_SIGNATURE:
+                    return True
+    except OSError:
+        return False
+    return False
+
+
+def _writer_pid(work: Path) -> int | None:
+    """The pid of the process writing ``work``, or None if no live process holds its lock.
+
+    The pid file is read first: within the writer's own process the lock file must not be
+    opened and closed (closing any descriptor of it would drop that process's POSIX lock).
+    """
+    try:
+        pid = int((work / _PID).read_text().strip() or 0)
+    except (OSError, ValueError):
+        pid = 0
+    if pid == os.getpid():
+        return pid
+    if fcntl is None:
+        return None
+    try:
+        fd = os.open(work / _LOCK, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EAGAIN):
+            return pid or -1
+        return None
+    finally:
+        os.close(fd)  # also releases the shared lock just taken
+    return None
+
+
+class _WriterLock:
+    """An exclusive POSIX lock on ``work/LOCK``: one writer per store. POSIX (``lockf``) locks
+    are not inherited by forked worker processes and vanish when the holder dies."""
+
+    def __init__(self, work: Path, store: Path, *, wait_s: float = 3.0) -> None:
+        self.fd: int | None = os.open(work / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        if fcntl is None:
+            return
+        deadline = time.monotonic() + wait_s  # a reader's brief shared lock must not refuse us
+        while True:
+            try:
+                fcntl.lockf(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EACCES, errno.EAGAIN) or time.monotonic() > deadline:
+                    os.close(self.fd)
+                    self.fd = None
+                    try:
+                        pid = (work / _PID).read_text().strip()
+                    except OSError:
+                        pid = "?"
+                    raise StoreError(f"{store} is being written by another featurize (pid {pid}); wait for "
+                                     "it to finish, or stop it and rerun") from None
+                time.sleep(0.1)
+        (work / _PID).write_text(f"{os.getpid()}\n")
+
+    def release(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _clear_work(work: Path, *, keep_lock: bool) -> None:
+    """Remove a work folder's content, the header first (so a half-cleared folder reads as empty)."""
+    if not work.is_dir():
+        return
+    header = work / _HEADER
+    if header.exists():
+        header.unlink()
+    for entry in sorted(work.iterdir()):
+        if keep_lock and entry.name in (_LOCK, _PID):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+    if not keep_lock:
+        work.rmdir()
+
+
+# -- parts -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Part:
+    path: Path
+    seq: int
+    n_rows: int
+    n_failures: int
+
+
+def _part_path(work: Path, seq: int) -> Path:
+    return work / f"part-{seq:06d}.h5"
+
+
+def _list_parts(work: Path, session: str, *, quiet: bool = False) -> list[_Part]:
+    """The committed parts of ``session``, in order, up to the first gap or damaged part."""
+    import h5py
+
+    found = sorted((int(m.group(1)), p) for p in work.iterdir() if (m := _PART_RE.match(p.name)))
+    parts: list[_Part] = []
+    for expected, (seq, path) in enumerate(found):
+        problem = None
+        if seq != expected:
+            problem = f"part {expected} is missing"
+        else:
+            try:
+                with h5py.File(path, "r") as f:
+                    if str(f.attrs["session"]) != session:
+                        problem = f"{path.name} belongs to another run"
+                    else:
+                        n_rows, n_fail = int(f.attrs["n_rows"]), int(f.attrs["n_failures"])
+                        for name in FAMILIES:
+                            if n_rows and f[name].shape[0] != n_rows:
+                                problem = f"{path.name} holds {f[name].shape[0]} {name} rows, not {n_rows}"
+            except FileNotFoundError:
+                problem = f"{path.name} vanished (the run was finished or restarted meanwhile)"
+            except _READ_ERRORS as exc:
+                problem = f"{path.name} is damaged ({exc})"
+        if problem is not None:
+            if not quiet:
+                warnings.warn(f"{work}: {problem}; that part and the ones after it are not used "
+                              "(their clips will be featurized again)", RuntimeWarning, stacklevel=3)
+            break
+        parts.append(_Part(path, seq, n_rows, n_fail))
+    return parts
+
+
+def _write_columns(group: Any, frame: pd.DataFrame, columns: Sequence[str]) -> None:
+    import h5py
+
+    for col in columns:
+        if col in _NUMERIC:
+            group.create_dataset(col, data=frame[col].to_numpy(dtype=_NUMERIC[col]))
+        else:
+            values = np.array(list(_plain_strings(frame[col])), dtype=object)
+            group.create_dataset(col, data=values, dtype=h5py.string_dtype("utf-8"))
+
+
+def _read_columns(path: Path, key: str, columns: Sequence[str], *, only: Sequence[str] | None = None) -> pd.DataFrame:
+    """A part's ``meta`` or ``failures`` rows as a frame (plain object strings)."""
+    import h5py
+
+    wanted = list(only or columns)
+    with h5py.File(path, "r") as f:
+        if key not in f:
+            return pd.DataFrame({c: pd.Series([], dtype=_NUMERIC.get(c, object)) for c in wanted})
+        group = f[key]
+        data = {}
+        for col in wanted:
+            if col in _NUMERIC:
+                data[col] = group[col][:].astype(_NUMERIC[col])
+            else:
+                data[col] = pd.Series(list(group[col].asstr()[:]), dtype=object)
+    return pd.DataFrame(data)
+
+
+# -- store files -------------------------------------------------------------------------------
+def _corrupt(path: Path, exc: BaseException) -> StoreError:
+    text = str(exc)
+    if "unable to lock file" in text or "lock" in text.lower() and "errno = 11" in text:
+        return StoreError(f"{path} is being written by another program (its HDF5 file lock is held); "
+                          "try again when it has finished")
+    return StoreError(f"{path}: cannot read the store ({text.splitlines()[0] if text else type(exc).__name__}); "
+                      "it may be truncated or corrupt: featurize it again (--overwrite)")
+
+
+def _final_info(path: Path) -> dict[str, Any]:
+    """Attributes of a store file; :class:`StoreError` for anything that is not a sound v2 store."""
+    import h5py
+
+    if path.is_dir():
+        raise StoreError(f"{path} is a folder, not a feature store")
+    try:
+        with h5py.File(path, "r") as f:
+            version = f.attrs.get("ser_schema_version")
+            if version is None:
+                raise StoreError(f"{path}: not a ser feature store (no schema version)")
+            if int(version) != SCHEMA_VERSION:
+                why = (" (written by an older ser, whose in-place writes a killed run could corrupt)"
+                       if int(version) < SCHEMA_VERSION else " (written by a newer ser)")
+                raise StoreError(f"{path}: store schema version {int(version)}{why}; this ser reads "
+                                 f"version {SCHEMA_VERSION}; featurize again with --overwrite")
+            info = {
+                "schema_version": int(version),
+                "package_version": str(f.attrs["package_version"]),
+                "feature_config": json.loads(f.attrs["feature_config"]),
+                "split_config": json.loads(f.attrs["split_config"]),
+                "run_config": json.loads(f.attrs["run_config"]),
+                "labels": json.loads(f.attrs["labels"]),
+                "complete": bool(f.attrs["complete"]),
+                "n_rows": int(f.attrs["n_rows"]),
+                "session": str(f.attrs["session"]),
+                "plan_digest": str(f.attrs.get("plan_digest", "")) or None,
+                "descriptor_names": json.loads(f["descriptors"].attrs["names"]),
+                "shapes": {name: tuple(int(v) for v in f[name].shape) for name in FAMILIES},
+            }
+    except StoreError:
+        raise
+    except _READ_ERRORS as exc:
+        raise _corrupt(path, exc) from None
+    for name in FAMILIES:
+        if info["shapes"][name][0] != info["n_rows"]:
+            raise StoreError(f"{path}: {name} has {info['shapes'][name][0]} rows, the store says "
+                             f"{info['n_rows']}; it is corrupt: featurize it again (--overwrite)")
+    info.update(writer_pid=None, work=None, parts=None)
+    return info
+
+
+def _read_header(work: Path) -> dict[str, Any] | None:
+    path = work / _HEADER
+    if not path.is_file():
+        return None
+    try:
+        header = json.loads(path.read_text(encoding="utf-8"))
+        header["session"], header["run_config"]  # noqa: B018 - required keys
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise StoreError(f"{path}: the work folder of an unfinished featurize is damaged ({exc}); "
+                         "featurize again with --overwrite") from None
+    version = header.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise StoreError(f"{work}: unfinished featurize work of schema version {version}; this ser writes "
+                         f"version {SCHEMA_VERSION}; featurize again with --overwrite")
+    return header
+
+
+def _partial_info(path: Path, work: Path, header: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot of what an unfinished run has committed so far (read-only)."""
+    rc = header["run_config"]
+    parts = _list_parts(work, header["session"], quiet=True)
+    n = sum(p.n_rows for p in parts)
+    n_mels, frames = header["mel_shape"]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "package_version": header.get("package_version", "?"),
+        "feature_config": rc["feature_config"],
+        "split_config": rc["split_config"],
+        "run_config": rc,
+        "labels": rc["labels"],
+        "complete": False,
+        "n_rows": n,
+        "session": header["session"],
+        "plan_digest": header.get("plan_digest"),
+        "descriptor_names": header["descriptor_names"],
+        "shapes": {"descriptors": (n, len(header["descriptor_names"])), "mel": (n, int(n_mels), int(frames))},
+        "writer_pid": _writer_pid(work),
+        "work": str(work),
+        "parts": parts,
+    }
+
+
+def read_attrs(path: str | Path) -> dict[str, Any]:
+    """The store's self-description; :class:`StoreError` if it is not a readable store.
+
+    For a store that is still being written (or whose featurize was interrupted) this is a
+    snapshot of the committed batches, with ``complete`` False and ``writer_pid`` the pid of
+    the running writer (None when interrupted).
+    """
+    path = Path(path)
+    work = work_dir(path)
+    if path.exists():
+        return _final_info(path)
+    if work.is_dir():
+        header = _read_header(work)
+        if header is not None:
+            return _partial_info(path, work, header)
+        if path.exists():  # its writer published the store and cleared its work meanwhile
+            return _final_info(path)
+        raise StoreError(f"{path}: no store yet: a featurize run started it in {work} but committed "
+                         "nothing; run it again")
+    raise StoreError(f"{path}: no such store")
 
 
 def describe_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -222,68 +462,396 @@ def describe_differences(old: dict[str, Any], new: dict[str, Any], prefix: str =
     return diffs
 
 
-def read_attrs(path: str | Path) -> dict[str, Any]:
-    """The store's self-description; :class:`StoreError` if it is not a readable store."""
+def _check_replaceable(path: Path) -> None:
+    """``--overwrite`` replaces a feature store (even a damaged one), never another file."""
+    if not path.exists():
+        return
+    if path.is_dir():
+        raise StoreError(f"--out {path} is a folder; give a file name for the store")
+    if path.stat().st_size == 0:
+        return
+    if not _is_hdf5(path):
+        raise StoreError(f"--out {path} exists and is not a feature store (not an HDF5 file); refusing to "
+                         "overwrite it: remove it yourself or choose another --out")
     import h5py
 
-    path = Path(path)
-    if not path.exists():
-        raise StoreError(f"{path}: no such store")
     try:
         with h5py.File(path, "r") as f:
-            version = f.attrs.get("ser_schema_version")
-            if version is None:
-                raise StoreError(f"{path}: not a ser feature store (no schema version)")
-            if int(version) != SCHEMA_VERSION:
-                raise StoreError(f"{path}: store schema version {int(version)}, this ser reads "
-                                 f"version {SCHEMA_VERSION}; featurize again with --overwrite")
-            return {
-                "schema_version": int(version),
-                "package_version": str(f.attrs["package_version"]),
-                "feature_config": json.loads(f.attrs["feature_config"]),
-                "split_config": json.loads(f.attrs["split_config"]),
-                "run_config": json.loads(f.attrs["run_config"]),
-                "labels": json.loads(f.attrs["labels"]),
-                "complete": bool(f.attrs["complete"]),
-                "descriptor_names": json.loads(f["descriptors"].attrs["names"]),
-                "shapes": {name: tuple(f[name].shape) for name in FAMILIES},
-            }
-    except StoreError:
-        raise
-    except (OSError, KeyError, ValueError) as exc:
-        raise StoreError(f"{path}: cannot read the store ({exc}); it may be truncated or corrupt") from None
+            ours = "ser_schema_version" in f.attrs
+    except _READ_ERRORS:
+        return  # an HDF5 file too damaged to open: a broken store may be replaced
+    if not ours:
+        raise StoreError(f"--out {path} is an HDF5 file but not a ser feature store; refusing to overwrite "
+                         "it: remove it yourself or choose another --out")
+
+
+# -- writing -----------------------------------------------------------------------------------
+class StoreWriter:
+    """Creates or resumes a store and commits batches to it; use as a context manager.
+
+    ``run_config`` is everything that decides the store's content (feature config, split
+    config, scan options, augmentations, labels); a resumed store must have the same, else
+    :class:`StoreError` names what differs. ``plan_digest`` (optional) identifies the clip
+    list and its split: a corpus that changed since the store was started is refused too.
+    Batches go to the work folder (see the module docstring); :meth:`finish` writes the store.
+    ``clip_table`` is accepted for compatibility; string widths now come from the data itself.
+    """
+
+    def __init__(self, path: str | Path, *, run_config: dict[str, Any], descriptor_names: Sequence[str],
+                 clip_table: pd.DataFrame | None = None, overwrite: bool = False,
+                 plan_digest: str | None = None) -> None:
+        self.path = Path(path)
+        self.work = work_dir(self.path)
+        self.run_config = run_config
+        self.plan_digest = plan_digest
+        feature = run_config["feature_config"]
+        n_mels = int(feature["n_mels"])
+        frames = 1 + int(round(feature["max_seconds"] * feature["sample_rate"])) // int(feature["hop_length"])
+        self.mel_shape = (n_mels, frames)
+        self.descriptor_names = list(descriptor_names)
+        self.resumed = False
+        self.closed = False
+        self._base: dict[str, Any] | None = None
+        self._parts: list[_Part] = []
+        if overwrite:
+            _check_replaceable(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        created = not self.work.exists()
+        self.work.mkdir(exist_ok=True)
+        self._lock = _WriterLock(self.work, self.path)
+        try:
+            if overwrite:
+                _clear_work(self.work, keep_lock=True)
+                if self.path.exists():
+                    self.path.unlink()
+                    _fsync_path(self.path.parent, directory=True)
+            self._open_session()
+        except BaseException:
+            self._lock.release()
+            if created:
+                shutil.rmtree(self.work, ignore_errors=True)
+            raise
+
+    # -- resume ------------------------------------------------------------------------------
+    def _check_same(self, old_config: dict[str, Any], old_digest: str | None) -> None:
+        diffs = describe_differences(old_config, self.run_config)
+        if diffs:
+            raise StoreError(
+                f"{self.path} was made with other arguments ({'; '.join(diffs)}); "
+                "rerun with the same arguments to resume it, or pass --overwrite to start over"
+            )
+        if old_digest and self.plan_digest and old_digest != self.plan_digest:
+            raise StoreError(f"the corpus changed since {self.path} was started (its clip list or their "
+                             "split is not the same); pass --overwrite to featurize it again")
+
+    def _open_session(self) -> None:
+        """Find where the store stands (under the lock) and prepare to commit after it."""
+        header = _read_header(self.work)
+        final = _final_info(self.path) if self.path.exists() else None
+        if header is not None and final is not None and final["session"] == header["session"]:
+            _clear_work(self.work, keep_lock=True)  # merged, but stopped before cleaning up
+            header = None
+        if header is not None:
+            self._check_same(header["run_config"], header.get("plan_digest"))
+            base = header.get("base_session")
+            if (base is None) != (final is None) or (final is not None and final["session"] != base):
+                raise StoreError(f"{self.path} changed since the unfinished featurize in {self.work} began; "
+                                 "pass --overwrite to start over")
+            self._base = final
+            self.session = str(header["session"])
+            self.resumed = True
+        else:
+            if final is not None:
+                self._check_same(final["run_config"], final.get("plan_digest"))
+                if not final["complete"]:
+                    raise StoreError(f"{self.path} is marked incomplete; featurize it again with --overwrite")
+                self._base = final
+                self.resumed = True
+            _clear_work(self.work, keep_lock=True)  # stray parts of an older, unrecorded run
+            self.session = uuid.uuid4().hex
+            header = {"schema_version": SCHEMA_VERSION, "session": self.session,
+                      "base_session": final["session"] if final else None,
+                      "package_version": __version__, "run_config": self.run_config,
+                      "plan_digest": self.plan_digest, "descriptor_names": self.descriptor_names,
+                      "mel_shape": list(self.mel_shape)}
+            _atomic_write_text(self.work / _HEADER, json.dumps(header, sort_keys=True))
+        for leftover in self.work.glob("*.tmp"):  # a batch or merge cut short: never committed
+            leftover.unlink()
+        self._parts = _list_parts(self.work, self.session)
+        for entry in self.work.iterdir():  # parts after a gap or a damaged one are redone
+            m = _PART_RE.match(entry.name)
+            if m and int(m.group(1)) >= len(self._parts):
+                entry.unlink()
+        self.resumed = self.resumed or bool(self._parts)
+        self.n_rows = (self._base["n_rows"] if self._base else 0) + sum(p.n_rows for p in self._parts)
+
+    def done_clip_ids(self) -> set[str]:
+        """Clip ids already written (as rows or as failures): a resumed run skips them."""
+        done: set[str] = set()
+        if self._base is not None:
+            with Store(self.path) as base:
+                done.update(base.meta()["clip_id"].astype(str))
+                done.update(base.failures()["clip_id"].astype(str))
+        for part in self._parts:
+            for key, cols in (("meta", META_COLUMNS), ("failures", FAILURE_COLUMNS)):
+                done.update(_read_columns(part.path, key, cols, only=["clip_id"])["clip_id"].astype(str))
+        return done
+
+    # -- writing -----------------------------------------------------------------------------
+    def commit(self, descriptors: np.ndarray | None = None, mel: np.ndarray | None = None,
+               meta: pd.DataFrame | None = None, failures: pd.DataFrame | None = None) -> None:
+        """Commit one batch atomically: ``k`` rows (``descriptors (k, D)``, ``mel (k, n_mels,
+        frames)``, ``meta`` with k rows) and/or failures (``clip_id``, ``path``, ``reason``)."""
+        if self.closed:
+            raise StoreError(f"{self.path}: the writer is closed")
+        k = 0 if descriptors is None else int(descriptors.shape[0])
+        if descriptors is not None or mel is not None or meta is not None:
+            if descriptors is None or mel is None or meta is None or not (mel.shape[0] == k == len(meta)):
+                raise StoreError(f"batch sizes differ: {None if descriptors is None else k} descriptors, "
+                                 f"{None if mel is None else mel.shape[0]} mel, {None if meta is None else len(meta)} meta")
+        n_fail = 0 if failures is None else len(failures)
+        if k == 0 and n_fail == 0:
+            return
+        if k:
+            if descriptors.shape[1:] != (len(self.descriptor_names),) or mel.shape[1:] != self.mel_shape:
+                raise StoreError(f"batch shapes {descriptors.shape[1:]} / {mel.shape[1:]} do not fit the store's "
+                                 f"({len(self.descriptor_names)},) / {self.mel_shape}")
+            if not (np.all(np.isfinite(descriptors)) and np.all(np.isfinite(mel))):
+                raise StoreError("refusing to store non-finite features (NaN or Inf)")
+            meta_frame = _as_plain(meta.loc[:, list(META_COLUMNS)], META_STRING_COLUMNS)
+        if n_fail:
+            fail_frame = _as_plain(failures.loc[:, list(FAILURE_COLUMNS)], FAILURE_COLUMNS)
+            fail_frame["reason"] = fail_frame["reason"].map(lambda r: _clip_bytes(r, _REASON_BYTES))
+        seq = len(self._parts)
+        final = _part_path(self.work, seq)
+        tmp = final.with_name(final.name + ".tmp")
+        try:
+            self._write_part(tmp, final, seq, k, n_fail, descriptors, mel,
+                             meta_frame if k else None, fail_frame if n_fail else None)
+        except OSError as exc:  # a full disk, a vanished folder: the batch is not committed
+            tmp.unlink(missing_ok=True)
+            raise StoreError(f"cannot commit a batch to {self.work} ({exc}); the {self.n_rows} rows committed "
+                             "before it are safe: fix the cause and run the same command again") from None
+        self._parts.append(_Part(final, seq, k, n_fail))
+        self.n_rows += k
+
+    def _write_part(self, tmp: Path, final: Path, seq: int, k: int, n_fail: int, descriptors: Any, mel: Any,
+                    meta_frame: pd.DataFrame | None, fail_frame: pd.DataFrame | None) -> None:
+        import h5py
+
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
+            f.attrs.update(session=self.session, seq=seq, n_rows=k, n_failures=n_fail)
+            if k:
+                f.create_dataset("descriptors", data=np.asarray(descriptors, dtype=np.float32), fletcher32=True,
+                                 chunks=(min(k, 256), descriptors.shape[1]))
+                f.create_dataset("mel", data=np.asarray(mel, dtype=np.float32), fletcher32=True,
+                                 chunks=(1,) + self.mel_shape)
+                _write_columns(f.create_group("meta"), meta_frame, META_COLUMNS)
+            if n_fail:
+                _write_columns(f.create_group("failures"), fail_frame, FAILURE_COLUMNS)
+        _fsync_path(tmp)
+        os.replace(tmp, final)  # the commit
+        _fsync_path(self.work, directory=True)
+
+    def append(self, descriptors: np.ndarray, mel: np.ndarray, meta: pd.DataFrame) -> None:
+        """Append ``k`` rows: ``descriptors (k, D)``, ``mel (k, n_mels, frames)``, ``meta`` (k rows)."""
+        self.commit(descriptors, mel, meta)
+
+    def add_failures(self, failures: pd.DataFrame) -> None:
+        """Record files that could not be used (columns ``clip_id``, ``path``, ``reason``)."""
+        self.commit(failures=failures)
+
+    def finish(self) -> None:
+        """Write the complete store (base rows, then every part, in order) and remove the work folder.
+
+        The store appears whole, by an atomic rename; a store resumed with nothing new to add is
+        left byte for byte as it was.
+        """
+        if self.closed:
+            raise StoreError(f"{self.path}: the writer is closed")
+        if self._parts or self._base is None:
+            tmp = self.work / _MERGED
+            try:
+                self._merge(tmp)
+                _fsync_path(tmp)
+                os.replace(tmp, self.path)  # the store appears, whole
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise StoreError(f"cannot write {self.path} ({exc}); every batch is still committed in "
+                                 f"{self.work}: fix the cause and run the same command again") from None
+            _fsync_path(self.path.parent, directory=True)
+        _clear_work(self.work, keep_lock=True)
+        self.close()
+        for name in (_LOCK, _PID):
+            try:
+                (self.work / name).unlink()
+            except FileNotFoundError:
+                pass
+        try:
+            self.work.rmdir()
+        except OSError:
+            pass
+
+    def _merge(self, tmp: Path) -> None:
+        import h5py
+
+        sources: list[tuple[Path, int]] = []
+        metas, fails = [], []
+        if self._base is not None:
+            with Store(self.path) as base:
+                metas.append(_as_plain(base.meta().loc[:, list(META_COLUMNS)], META_STRING_COLUMNS))
+                fails.append(_as_plain(base.failures().loc[:, list(FAILURE_COLUMNS)], FAILURE_COLUMNS))
+            sources.append((self.path, self._base["n_rows"]))
+        for part in self._parts:
+            metas.append(_read_columns(part.path, "meta", META_COLUMNS))
+            fails.append(_read_columns(part.path, "failures", FAILURE_COLUMNS))
+            sources.append((part.path, part.n_rows))
+        metas = [m for m in metas if len(m)]
+        fails = [f for f in fails if len(f)]
+        meta = (pd.concat(metas, ignore_index=True) if metas
+                else pd.DataFrame({c: pd.Series([], dtype=_NUMERIC.get(c, object)) for c in META_COLUMNS}))
+        failures = pd.concat(fails, ignore_index=True) if fails else pd.DataFrame(columns=list(FAILURE_COLUMNS))
+        for col, dtype in _NUMERIC.items():
+            meta[col] = meta[col].astype(dtype)
+        n = len(meta)
+        if n != sum(rows for _, rows in sources):
+            raise StoreError(f"{self.work}: meta rows ({n}) and array rows disagree; featurize with --overwrite")
+        n_desc = len(self.descriptor_names)
+        with h5py.File(tmp, "w", libver=_LIBVER) as f:
+            f.attrs["ser_schema_version"] = SCHEMA_VERSION
+            f.attrs["package_version"] = __version__
+            f.attrs["feature_config"] = _json_attr(self.run_config["feature_config"])
+            f.attrs["split_config"] = _json_attr(self.run_config["split_config"])
+            f.attrs["labels"] = _json_attr(self.run_config["labels"])
+            f.attrs["run_config"] = _json_attr(self.run_config)
+            f.attrs["complete"] = 1  # int, not bool: PyTables warns on HDF5 enum bools
+            f.attrs["n_rows"] = n
+            f.attrs["session"] = self.session
+            f.attrs["plan_digest"] = self.plan_digest or (self._base or {}).get("plan_digest") or ""
+            d = f.create_dataset("descriptors", shape=(n, n_desc), maxshape=(None, n_desc), dtype="float32",
+                                 chunks=(256, n_desc), fletcher32=True)
+            d.attrs["names"] = _json_attr(self.descriptor_names)
+            m = f.create_dataset("mel", shape=(n,) + self.mel_shape, maxshape=(None,) + self.mel_shape,
+                                 dtype="float32", chunks=(1,) + self.mel_shape, fletcher32=True)
+            pos = 0
+            for src, rows in sources:
+                if rows == 0:
+                    continue
+                with h5py.File(src, "r") as s:
+                    for lo in range(0, rows, _COPY_ROWS):
+                        hi = min(lo + _COPY_ROWS, rows)
+                        d[pos + lo:pos + hi] = s["descriptors"][lo:hi]
+                        m[pos + lo:pos + hi] = s["mel"][lo:hi]
+                pos += rows
+        meta.index = pd.RangeIndex(0, n)
+        failures.index = pd.RangeIndex(0, len(failures))
+        with warnings.catch_warnings(), pd.HDFStore(tmp, mode="a", **_TABLE_FILTERS) as hdf:
+            warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
+            if n:
+                hdf.append("meta", meta, format="table", data_columns=_DATA_COLUMNS,
+                           min_itemsize=_itemsizes(meta, META_STRING_COLUMNS), index=False)
+            if len(failures):
+                hdf.append("failures", failures, format="table",
+                           min_itemsize=_itemsizes(failures, FAILURE_COLUMNS), index=False)
+
+    def close(self) -> None:
+        """Release the lock; committed parts stay for the next run to resume from."""
+        if not self.closed:
+            self.closed = True
+            try:
+                (self.work / _PID).unlink()
+            except FileNotFoundError:
+                pass
+            self._lock.release()
+
+    def __enter__(self) -> "StoreWriter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self.closed:
+            self.close()
+
+
+# -- reading -----------------------------------------------------------------------------------
+def _check_meta(path: Path, meta: pd.DataFrame, n: int, n_labels: int) -> None:
+    """A loaded meta table must describe the arrays: one row each, valid labels and splits."""
+    problems = []
+    if len(meta) != n:
+        problems.append(f"meta has {len(meta)} rows but the arrays have {n}")
+    elif not meta.index.equals(pd.RangeIndex(0, n)):
+        problems.append("meta rows are not numbered 0..n-1")
+    missing = [c for c in META_COLUMNS if c not in meta]
+    if missing:
+        problems.append(f"meta lacks column(s) {', '.join(missing)}")
+    elif n:
+        labels = meta["label"].to_numpy()
+        if labels.min() < 0 or labels.max() >= n_labels:
+            problems.append(f"labels outside 0..{n_labels - 1}")
+        bad = set(meta["split"].astype(str)) - set(SPLITS)
+        if bad:
+            problems.append(f"unknown split(s) {sorted(bad)}")
+    if problems:
+        raise StoreError(f"{path}: {'; '.join(problems)}: the store is corrupt; featurize it again (--overwrite)")
 
 
 class Store:
-    """Read access to a store. The HDF5 handle opens lazily, once per process."""
+    """Read access to a store. HDF5 handles open lazily, once per process, read-only.
+
+    With ``require_complete=False`` a store that is still being written (or was interrupted)
+    reads as a snapshot of the batches committed when it was opened.
+    """
 
     def __init__(self, path: str | Path, *, require_complete: bool = True) -> None:
         self.path = Path(path)
         info = read_attrs(self.path)
         if require_complete and not info["complete"]:
-            raise StoreError(f"{self.path}: the store is incomplete (featurize was interrupted or is "
-                             "still running); rerun the same featurize command to finish it")
+            pid = info.get("writer_pid")
+            doing = (f"featurize (pid {pid}) is still writing it; wait for it to finish" if pid else
+                     "featurize was interrupted; rerun the same featurize command to finish it")
+            raise StoreError(f"{self.path}: the store is incomplete ({info['n_rows']} rows committed so far "
+                             f"in {info['work']}): {doing}")
         self.info = info
         self.labels: list[str] = info["labels"]
         self.feature_config: dict[str, Any] = info["feature_config"]
         self.split_config: dict[str, Any] = info["split_config"]
         self.descriptor_names: list[str] = info["descriptor_names"]
-        self._h5 = None
-        self._pid = None
+        # (file, first row, rows) of each file holding rows: the store, or the committed parts
+        self._sources: list[tuple[Path, int, int]] = []
+        if info["complete"]:
+            self._sources.append((self.path, 0, info["n_rows"]))
+        else:
+            start = 0
+            for part in info["parts"]:
+                self._sources.append((part.path, start, part.n_rows))
+                start += part.n_rows
+        self._h5: dict[Path, Any] = {}
+        self._pid: int | None = None
         self._meta: pd.DataFrame | None = None
 
-    def _file(self):
+    def _dataset(self, source: Path, family: str) -> Any:
         import h5py
 
-        if self._h5 is None or self._pid != os.getpid():
-            self._h5 = h5py.File(self.path, "r")
-            self._pid = os.getpid()
-        return self._h5
+        if self._pid != os.getpid():
+            self._h5, self._pid = {}, os.getpid()
+        if source not in self._h5:
+            try:
+                self._h5[source] = h5py.File(source, "r")
+            except FileNotFoundError:
+                raise StoreChanged(f"{self.path}: {source.name} vanished while reading: the run that was writing "
+                                 "the store finished or restarted; open it again") from None
+            except _READ_ERRORS as exc:
+                raise _corrupt(source, exc) from None
+        return self._h5[source][family]
 
     def close(self) -> None:
-        if self._h5 is not None and self._pid == os.getpid():
-            self._h5.close()
-        self._h5 = None
+        if self._pid == os.getpid():
+            for f in self._h5.values():
+                try:
+                    f.close()
+                except _READ_ERRORS:
+                    pass
+        self._h5 = {}
+        self._pid = None
 
     def __enter__(self) -> "Store":
         return self
@@ -293,30 +861,54 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:  # never ship an open handle to another process
         state = dict(self.__dict__)
-        state["_h5"] = None
+        state["_h5"] = {}
         state["_pid"] = None
         return state
 
     @property
     def n_rows(self) -> int:
-        return len(self.meta())
+        return int(self.info["n_rows"])
 
     def meta(self) -> pd.DataFrame:
         """The meta table (one row per array row, index = row number)."""
         if self._meta is None:
-            n = self.info["shapes"]["descriptors"][0]
-            if _table_nrows(self.path, "meta") == 0:
-                self._meta = pd.DataFrame(columns=list(META_COLUMNS))
-            else:
-                self._meta = pd.read_hdf(self.path, "meta")
-            if len(self._meta) > n:
-                raise StoreError(f"{self.path}: meta has {len(self._meta)} rows but arrays have {n}")
+            n = self.n_rows
+            try:
+                if self.info["complete"]:
+                    meta = pd.read_hdf(self.path, "meta") if n else pd.DataFrame(columns=list(META_COLUMNS))
+                else:
+                    frames = [_read_columns(src, "meta", META_COLUMNS) for src, _, n_src in self._sources if n_src]
+                    meta = (pd.concat(frames, ignore_index=True) if frames
+                            else pd.DataFrame(columns=list(META_COLUMNS)))
+            except StoreError:
+                raise
+            except FileNotFoundError:
+                raise StoreChanged(f"{self.path}: the store changed while reading (its run finished or "
+                                   "restarted); open it again") from None
+            except _READ_ERRORS as exc:
+                raise _corrupt(self.path, exc) from None
+            _check_meta(self.path, meta, n, len(self.labels))
+            self._meta = meta
         return self._meta
 
     def failures(self) -> pd.DataFrame:
-        if _table_nrows(self.path, "failures") == 0:
+        """Files that could not be used: ``clip_id``, ``path``, ``reason``."""
+        try:
+            if self.info["complete"]:
+                with pd.HDFStore(self.path, mode="r") as hdf:
+                    if "/failures" not in hdf.keys():
+                        return pd.DataFrame(columns=list(FAILURE_COLUMNS))
+                    return hdf.select("failures")
+            frames = [_read_columns(p.path, "failures", FAILURE_COLUMNS) for p in self.info["parts"]]
+        except FileNotFoundError:
+            raise StoreChanged(f"{self.path}: the store changed while reading (its run finished or "
+                               "restarted); open it again") from None
+        except _READ_ERRORS as exc:
+            raise _corrupt(self.path, exc) from None
+        frames = [f for f in frames if len(f)]
+        if not frames:
             return pd.DataFrame(columns=list(FAILURE_COLUMNS))
-        return pd.read_hdf(self.path, "failures")
+        return pd.concat(frames, ignore_index=True)
 
     def rows(self, split: str | None = None) -> np.ndarray:
         """Row numbers of a split (all rows if ``None``), ascending."""
@@ -329,29 +921,47 @@ class Store:
         """Rows of ``descriptors`` ``(k, D)`` or ``mel`` ``(k, n_mels, frames)``, in ``rows`` order.
 
         Reads contiguous blocks and selects in memory: far faster than HDF5 point selection.
+        A damaged block (its checksum fails) raises :class:`StoreError`.
         """
         if family not in FAMILIES:
             raise StoreError(f"unknown feature family {family!r}; one of {FAMILIES}")
-        ds = self._file()[family]
-        rows = np.asarray(rows, dtype=np.int64)
-        out = np.empty((rows.shape[0],) + ds.shape[1:], dtype=np.float32)
+        shape = self.info["shapes"][family]
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        out = np.empty((rows.shape[0],) + tuple(shape[1:]), dtype=np.float32)
         if rows.shape[0] == 0:
             return out
-        bad = rows[(rows < 0) | (rows >= ds.shape[0])]
+        bad = rows[(rows < 0) | (rows >= shape[0])]
         if bad.size:  # an out-of-range row would never advance the block loop below
             raise StoreError(f"{self.path}: row(s) {bad[:5].tolist()} out of range for {family} "
-                             f"with {ds.shape[0]} rows")
+                             f"with {shape[0]} rows")
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
-        pos = 0
-        while pos < sorted_rows.shape[0]:
-            lo = sorted_rows[pos]
-            hi = min(lo + _ROW_CHUNK, ds.shape[0])
-            end = int(np.searchsorted(sorted_rows, hi, side="left"))
-            block = ds[lo:hi]
-            out[order[pos:end]] = block[sorted_rows[pos:end] - lo]
-            pos = end
+        for source, first, n in self._sources:
+            lo_i = int(np.searchsorted(sorted_rows, first, side="left"))
+            hi_i = int(np.searchsorted(sorted_rows, first + n, side="left"))
+            if lo_i == hi_i:
+                continue
+            ds = self._dataset(source, family)
+            local = sorted_rows[lo_i:hi_i] - first
+            try:
+                _read_blocks(ds, local, order[lo_i:hi_i], out)
+            except _READ_ERRORS as exc:
+                raise StoreError(f"{self.path}: cannot read {family} rows near {first + int(local[0])} "
+                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): the store is "
+                                 "corrupt; featurize it again (--overwrite)") from None
         return out
+
+    def verify(self) -> None:
+        """Read every row of every family and both tables; :class:`StoreError` on any damage.
+
+        Every block's Fletcher-32 checksum is checked by HDF5 as it is read; memory stays at one block.
+        """
+        self.meta()
+        self.failures()
+        for family in FAMILIES:
+            step = _ROW_CHUNK if family == "descriptors" else 64
+            for lo in range(0, self.n_rows, step):
+                self.read(family, np.arange(lo, min(lo + step, self.n_rows)))
 
     def load_split(self, split: str, family: str) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
         """``(X, y, meta)`` of one split: features, integer labels ``(k,)``, meta rows."""
@@ -367,3 +977,16 @@ class Store:
         for col in ("clip_id", "split", "augment"):
             h.update("\x1f".join(meta[col].astype(str)).encode("utf-8"))
         return h.hexdigest()[:16]
+
+
+def _read_blocks(ds: Any, rows: np.ndarray, positions: np.ndarray, out: np.ndarray) -> None:
+    """``out[positions] = ds[rows]`` for ascending ``rows``, by contiguous blocks of rows."""
+    n = ds.shape[0]
+    pos = 0
+    while pos < rows.shape[0]:
+        lo = int(rows[pos])
+        hi = min(lo + _ROW_CHUNK, n, int(rows[-1]) + 1)  # never read past the last row asked for
+        end = int(np.searchsorted(rows, hi, side="left"))
+        block = ds[lo:hi]
+        out[positions[pos:end]] = block[rows[pos:end] - lo]
+        pos = end

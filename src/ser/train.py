@@ -24,7 +24,7 @@ from torch import nn
 
 from .checkpoint import save_checkpoint
 from .errors import SerError
-from .loader import SplitData, fit_statistics, load_split
+from .loader import SplitData, default_memory_budget, fit_statistics, load_split, split_footprint
 from .models import build_model, get_spec, resolve_hparams
 from .store import Store
 
@@ -46,6 +46,7 @@ class TrainConfig:
     momentum: float = 0.9         # SGD only
     spec_augment: bool = False    # time/frequency masks on mel batches, at train time
     mixup: float = 0.0            # mixup Beta(alpha, alpha); 0 disables
+    speaker_norm: bool = False    # standardise each speaker by their own clips' statistics (speakers.py)
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -141,12 +142,25 @@ class TrainData:
 
 
 def load_train_data(store: Store, family: str, device: torch.device, *,
-                    memory_budget_bytes: int | None = None) -> TrainData:
-    """Load train/val rows for ``family`` and fit input statistics on train rows only."""
-    train = load_split(store, "train", family, device, memory_budget_bytes=memory_budget_bytes)
+                    memory_budget_bytes: int | None = None, speaker_norm: bool = False) -> TrainData:
+    """Load train/val rows for ``family`` and fit input statistics on train rows only.
+
+    One memory budget (:func:`ser.loader.default_memory_budget` of the device when None)
+    covers both splits: train is resident if it fits, validation gets what train left.
+    A streamed split holds chunks only while it is iterated, and train and validation are
+    never iterated at once, so each streamed split may use the whole of what is left.
+    """
+    budget = default_memory_budget(device) if memory_budget_bytes is None else int(memory_budget_bytes)
+    transform = None
+    if speaker_norm:
+        from .speakers import store_transform
+
+        transform = store_transform(store, family)
+    train = load_split(store, "train", family, device, memory_budget_bytes=budget, transform=transform)
     if len(train) == 0:
         raise SerError(f"{store.path} has no training rows (was it featurized with --test-size 1.0?)")
-    val = load_split(store, "val", family, device, memory_budget_bytes=memory_budget_bytes)
+    left = max(budget - split_footprint(train), 1)
+    val = load_split(store, "val", family, device, memory_budget_bytes=left, transform=transform)
     mean, std = fit_statistics(train, family)
     shape = tuple(store.info["shapes"][family][1:])
     return TrainData(store, family, train, val if len(val) else None, shape, mean, std)
@@ -164,9 +178,20 @@ class FitResult:
 
 
 def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch.device,
-        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> FitResult:
-    """Train one configuration; writes best.pt, last.pt, history.csv and curves.png to ``out_dir``."""
+        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), resume: bool = False) -> FitResult:
+    """Train one configuration; writes best.pt, last.pt, history.csv and curves.png to ``out_dir``.
+
+    ``last.pt`` also carries what continuing needs: optimizer state, epoch, early-stopping state
+    (best score, stale epochs) and the RNG states (the shuffling generator, torch's global RNG).
+    With ``resume`` a run continues from ``out_dir/last.pt`` (same configuration; ``epochs``
+    may grow); on the CPU, with deterministic algorithms, the resumed run's history and weights
+    equal an uninterrupted run's with the same seed. Without a last.pt it starts from epoch 1.
+    """
+    from .checkpoint import load_resume_state
+
     out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SerError(f"--out {out_dir} exists and is not a folder")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -177,76 +202,114 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
     ckpt_args = dict(model_name=cfg.model, hparams=cfg.hparams, family=data.family, labels=labels,
                      feature_config=data.store.feature_config, input_shape=data.input_shape,
                      train_config=cfg.to_dict(), store=data.store)
-    if spec.trainer == "sklearn":
+    if spec.trainer == "sklearn":  # one deterministic fit: resuming it is fitting it again
         return _fit_classic(cfg, data, out_dir, device=device, ckpt_args=ckpt_args, log=log)
     model = build_model(cfg.model, input_shape=data.input_shape, n_classes=len(labels),
                         hparams=cfg.hparams, mean=data.mean, std=data.std).to(device)
     opt = make_optimizer(cfg, model.parameters())
     amp = device.type == "cuda"
     loss_fn = nn.CrossEntropyLoss()
-    log(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}: "
-        f"{len(data.train)} train rows [{data.train.mode}], "
-        f"{len(data.val) if data.val else 0} val rows; {cfg.optimizer} lr={cfg.lr} batch={cfg.batch_size}")
     history: list[dict[str, Any]] = []
     best = (-1.0, -1.0, 0)  # (val macro-F1, val accuracy, epoch)
     stale = 0
+    first = 1
+    state = load_resume_state(out_dir / "last.pt", cfg.to_dict(), data.store) if resume else None
+    if resume and state is None:
+        log(f"no {out_dir / 'last.pt'} to resume from; starting at epoch 1")
+    if state is not None:
+        model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        history, best, stale = state["history"], state["best"], state["stale"]
+        gen.set_state(state["rng_shuffle"])
+        torch.set_rng_state(state["rng_torch"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["rng_cuda"])
+        first = state["epoch"] + 1
+        log(f"resuming {out_dir} after epoch {state['epoch']} (best so far: epoch {best[2]})")
+    log(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}: "
+        f"{len(data.train)} train rows [{data.train.mode}], "
+        f"{len(data.val) if data.val else 0} val rows; {cfg.optimizer} lr={cfg.lr} batch={cfg.batch_size}")
+
+    def resume_state(epoch: int) -> dict[str, Any]:
+        """Plain data and tensors only: last.pt still loads with weights_only=True."""
+        return {"resume": {
+            "epoch": epoch, "optimizer": opt.state_dict(), "best": [float(best[0]), float(best[1]), int(best[2])],
+            "stale": stale, "rng_shuffle": gen.get_state(), "rng_torch": torch.get_rng_state(),
+            "rng_cuda": list(torch.cuda.get_rng_state_all()) if device.type == "cuda" else [],
+        }}
+
     t_start = time.perf_counter()
-    for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
-        model.train()
-        total_loss = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device)
-        seen = 0
-        for x, y in data.train.batches(cfg.batch_size, shuffle=True, generator=gen):
-            if x.shape[0] < 2:  # BatchNorm cannot train on one row
-                continue
-            x = model.normalize(x)
-            if cfg.spec_augment and data.family == "mel":
-                x = spec_augment(x, gen)
-            targets = nn.functional.one_hot(y, len(labels)).float()
-            if cfg.mixup > 0:
-                lam = float(np.random.default_rng(cfg.seed * 100003 + epoch * 7919 + seen).beta(cfg.mixup, cfg.mixup))
-                perm = torch.randperm(x.shape[0], generator=gen).to(device)
-                x = lam * x + (1 - lam) * x[perm]
-                targets = lam * targets + (1 - lam) * targets[perm]
-            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                logits = model(x, normalized=True)
-                loss = loss_fn(logits.float(), targets)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total_loss += loss.detach() * x.shape[0]
-            correct += (logits.argmax(1) == y).sum()
-            seen += x.shape[0]
-        train_loss = float(total_loss) / max(seen, 1)
-        train_acc = float(correct) / max(seen, 1)
-        if not np.isfinite(train_loss):
-            raise SerError(f"training diverged at epoch {epoch} (loss {train_loss}); try a smaller --lr")
-        val = evaluate_split(model, data.val, amp=amp) if data.val else None
-        row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-               "val_loss": val.loss if val else float("nan"),
-               "val_accuracy": val.accuracy if val else float("nan"),
-               "val_macro_f1": val.macro_f1 if val else float("nan"),
-               "seconds": time.perf_counter() - t0}
-        history.append(row)
-        score = (val.macro_f1, val.accuracy) if val else (train_acc, train_acc)
-        improved = score > best[:2]
-        if improved:
-            best = (score[0], score[1], epoch)
-            stale = 0
-            save_checkpoint(out_dir / "best.pt", model=model, history=history, epoch=epoch, **ckpt_args)
-        else:
-            stale += 1
-        save_checkpoint(out_dir / "last.pt", model=model, history=history, epoch=epoch, **ckpt_args)
-        log(f"epoch {epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  acc {train_acc:.3f}"
-            + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
-            + f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
-        if cfg.patience and stale >= cfg.patience:
-            log(f"early stop: no better validation macro-F1 for {cfg.patience} epochs")
-            break
+    finished = bool(history) and ((cfg.patience and stale >= cfg.patience) or first > cfg.epochs)
+    if finished:
+        log(f"{out_dir} already finished at epoch {first - 1}; nothing to resume")
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    if device.type == "cpu":  # bit-identical reruns and resumes on the CPU
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        for epoch in range(first, cfg.epochs + 1):
+            if finished:
+                break
+            t0 = time.perf_counter()
+            model.train()
+            total_loss = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device)
+            seen = 0
+            for x, y in data.train.batches(cfg.batch_size, shuffle=True, generator=gen):
+                if x.shape[0] < 2:  # BatchNorm cannot train on one row
+                    continue
+                x = model.normalize(x)
+                if cfg.spec_augment and data.family == "mel":
+                    x = spec_augment(x, gen)
+                targets = nn.functional.one_hot(y, len(labels)).float()
+                if cfg.mixup > 0:
+                    lam = float(np.random.default_rng(cfg.seed * 100003 + epoch * 7919 + seen).beta(cfg.mixup, cfg.mixup))
+                    perm = torch.randperm(x.shape[0], generator=gen).to(device)
+                    x = lam * x + (1 - lam) * x[perm]
+                    targets = lam * targets + (1 - lam) * targets[perm]
+                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
+                    logits = model(x, normalized=True)
+                    loss = loss_fn(logits.float(), targets)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total_loss += loss.detach() * x.shape[0]
+                correct += (logits.argmax(1) == y).sum()
+                seen += x.shape[0]
+            train_loss = float(total_loss) / max(seen, 1)
+            train_acc = float(correct) / max(seen, 1)
+            if not np.isfinite(train_loss):
+                raise SerError(f"training diverged at epoch {epoch} (loss {train_loss}); try a smaller --lr")
+            val = evaluate_split(model, data.val, amp=amp) if data.val else None
+            row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+                   "val_loss": val.loss if val else float("nan"),
+                   "val_accuracy": val.accuracy if val else float("nan"),
+                   "val_macro_f1": val.macro_f1 if val else float("nan"),
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            score = (val.macro_f1, val.accuracy) if val else (train_acc, train_acc)
+            improved = score > tuple(best[:2])
+            if improved:
+                best = (score[0], score[1], epoch)
+                stale = 0
+                save_checkpoint(out_dir / "best.pt", model=model, history=history, epoch=epoch, **ckpt_args)
+            else:
+                stale += 1
+            # last.pt after best.pt: a run killed between the two redoes this epoch, identically
+            save_checkpoint(out_dir / "last.pt", model=model, history=history, epoch=epoch,
+                            extra=resume_state(epoch), **ckpt_args)
+            log(f"epoch {epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  acc {train_acc:.3f}"
+                + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
+                + f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
+            if cfg.patience and stale >= cfg.patience:
+                log(f"early stop: no better validation macro-F1 for {cfg.patience} epochs")
+                break
+    finally:
+        if device.type == "cpu":
+            torch.use_deterministic_algorithms(deterministic)
     _write_history(out_dir, history)
-    return FitResult(out_dir=out_dir, best_epoch=best[2], best_val_accuracy=best[1], best_val_macro_f1=best[0],
-                     epochs_run=len(history), seconds=time.perf_counter() - t_start, history=history)
+    return FitResult(out_dir=out_dir, best_epoch=int(best[2]), best_val_accuracy=float(best[1]),
+                     best_val_macro_f1=float(best[0]), epochs_run=len(history),
+                     seconds=time.perf_counter() - t_start, history=history)
 
 
 def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: torch.device,
@@ -315,6 +378,7 @@ _TOP_LEVEL_CASTS: dict[str, Callable[[str], Any]] = {
     "optimizer": str, "lr": float, "epochs": int, "batch_size": int, "seed": int, "patience": int,
     "weight_decay": float, "momentum": float, "mixup": float,
     "spec_augment": lambda v: str(v).lower() in ("1", "true", "yes", "on"),
+    "speaker_norm": lambda v: str(v).lower() in ("1", "true", "yes", "on"),
 }
 
 
@@ -328,7 +392,8 @@ def apply_overrides(base: TrainConfig, overrides: dict[str, str]) -> TrainConfig
 
 
 def sweep(base: TrainConfig, grid: dict[str, list[str]], data: TrainData, out_dir: str | Path, *,
-          device: torch.device, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict[str, Any]]:
+          device: torch.device, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+          resume: bool = False) -> list[dict[str, Any]]:
     """Train every grid point from one load of the store; write results.csv/.md and the winner's best.pt."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -340,7 +405,7 @@ def sweep(base: TrainConfig, grid: dict[str, list[str]], data: TrainData, out_di
         cfg = apply_overrides(base, overrides)
         name = "-".join(f"{k}={v}".replace("/", "_").replace("|", "_").replace(",", "_") for k, v in overrides.items())
         log(f"[{i}/{len(points)}] {name}")
-        res = fit(cfg, data, out_dir / name, device=device, log=log)
+        res = fit(cfg, data, out_dir / name, device=device, log=log, resume=resume)
         results.append({**overrides, "run": name, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                         "val_accuracy": round(res.best_val_accuracy, 4), "val_macro_f1": round(res.best_val_macro_f1, 4),
                         "seconds": round(res.seconds, 1)})
@@ -361,11 +426,23 @@ def sweep(base: TrainConfig, grid: dict[str, list[str]], data: TrainData, out_di
 
 def train(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, device: str = "auto",
           sweep_grid: dict[str, list[str]] | None = None, memory_budget_bytes: int | None = None,
-          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> list[dict[str, Any]] | FitResult:
-    """Open the store, load the model's feature family once, then fit one config or a grid."""
+          log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+          resume: bool = False) -> list[dict[str, Any]] | FitResult:
+    """Open the store, load the model's feature family once, then fit one config or a grid.
+
+    ``memory_budget_bytes`` caps what the input path keeps in memory (device memory on CUDA,
+    RAM on CPU); None picks a default from what is free (see :mod:`ser.loader`). A split that
+    does not fit is streamed in chunks from the store.
+    """
     dev = pick_device(device)
     store = Store(store_path)
-    data = load_train_data(store, get_spec(cfg.model).family, dev, memory_budget_bytes=memory_budget_bytes)
+    t0 = time.perf_counter()
+    data = load_train_data(store, get_spec(cfg.model).family, dev, memory_budget_bytes=memory_budget_bytes,
+                           speaker_norm=cfg.speaker_norm)
+    log(f"input: train {len(data.train)} rows {data.train.mode}"
+        + (f"; val {len(data.val)} rows {data.val.mode}" if data.val else "")
+        + f" ({'given' if memory_budget_bytes is not None else 'default'} budget; loaded in "
+        f"{time.perf_counter() - t0:.1f}s)")
     if sweep_grid:
-        return sweep(cfg, sweep_grid, data, out_dir, device=dev, log=log)
-    return fit(cfg, data, out_dir, device=dev, log=log)
+        return sweep(cfg, sweep_grid, data, out_dir, device=dev, log=log, resume=resume)
+    return fit(cfg, data, out_dir, device=dev, log=log, resume=resume)
