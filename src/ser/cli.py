@@ -72,15 +72,20 @@ def main() -> None:
 @click.option("--n-fft", type=click.IntRange(min=64), default=1024)
 @click.option("--hop-length", type=click.IntRange(min=16), default=256)
 @click.option("--stats", default="mean", help="Frame statistics of the descriptors: mean or mean,std.")
-@click.option("--backend", type=click.Choice(["loky", "multiprocessing", "threading"]), default="loky",
-              help="joblib backend for the workers.")
+@click.option("--extras", default="none",
+              help="Extra descriptor groups: prosody (pitch, loudness), dynamics (MFCC deltas, flux), or none.")
+@click.option("--backend", type=click.Choice(["loky", "multiprocessing", "threading", "dask", "ray"]),
+              default="loky", help="joblib backend for the workers: local processes, or a Dask/Ray cluster.")
+@click.option("--scheduler", default=None,
+              help="dask: scheduler address (tcp://host:8786); ray: cluster address (ray://host:10001 or auto). "
+                   "Without it a local cluster of --workers processes is started.")
 @click.option("--overwrite", is_flag=True, help="Start the store over instead of resuming it.")
 @click.option("--progress/--no-progress", default=True)
 @_friendly_errors
 def featurize_cmd(data: Path, out: Path, workers: int, dataset: str, manifest: Path | None,
                   allow_absolute_paths: bool, emotions: str | None, split_method: str, seed: int,
                   test_size: float, val_size: float, augment: str, max_seconds: float, sample_rate: int,
-                  n_mels: int, n_fft: int, hop_length: int, stats: str, backend: str, overwrite: bool,
+                  n_mels: int, n_fft: int, hop_length: int, stats: str, extras: str, backend: str, scheduler: str | None, overwrite: bool,
                   progress: bool) -> None:
     """Scan, split, augment and extract both feature families into one HDF5 store."""
     from .augment import parse_augment
@@ -100,9 +105,10 @@ def featurize_cmd(data: Path, out: Path, workers: int, dataset: str, manifest: P
         augment=parse_augment(augment),
         features=FeatureConfig(sample_rate=sample_rate, n_fft=n_fft, hop_length=hop_length,
                                max_seconds=max_seconds, n_mels=n_mels,
-                               stats=tuple(s.strip() for s in stats.split(",") if s.strip())),
+                               stats=tuple(s.strip() for s in stats.split(",") if s.strip()),
+                               extras=tuple(e.strip() for e in extras.split(",") if e.strip() and e.strip() != "none")),
         split=SplitConfig(method=split_method, test_size=test_size, val_size=val_size, seed=seed),
-        workers=workers, backend=backend, overwrite=overwrite, allow_absolute=allow_absolute_paths,
+        workers=workers, backend=backend, scheduler=scheduler, overwrite=overwrite, allow_absolute=allow_absolute_paths,
     )
     summary = featurize(cfg, progress=progress)
     # every written clip has exactly one original ("none") row; failures also count skipped names
@@ -263,9 +269,17 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
     refuse_audio_overwrite(out)
     result = train(store_path, cfg, out, device=device, sweep_grid=parse_sweep(sweeps) if sweeps else None,
                    memory_budget_bytes=memory_budget, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone reports
+        return
     if isinstance(result, FitResult):
-        click.echo(f"best epoch {result.best_epoch}: val accuracy {result.best_val_accuracy:.4f}, "
-                   f"val macro-F1 {result.best_val_macro_f1:.4f} ({result.seconds:.0f} s)")
+        import math
+
+        if math.isnan(result.history[-1]["val_accuracy"]):  # no validation rows: the score is train's
+            click.echo(f"epoch {result.best_epoch} kept (no validation rows; train accuracy "
+                       f"{result.best_val_accuracy:.4f}) ({result.seconds:.0f} s)")
+        else:
+            click.echo(f"best epoch {result.best_epoch}: val accuracy {result.best_val_accuracy:.4f}, "
+                       f"val macro-F1 {result.best_val_macro_f1:.4f} ({result.seconds:.0f} s)")
     else:
         click.echo((out / "results.md").read_text())
     click.echo(f"checkpoint: {out / 'best.pt'}")
@@ -403,12 +417,14 @@ def explore_cmd(data: Path | None, store_path: Path | None, out: Path, dataset: 
               help="Standardise each speaker's features by that speaker's own clips (no labels used).")
 @click.option("--preset", type=click.Choice(["best", "study-cnn1d", "study-cnn2d"]), default=None,
               help="A named recipe; options you type override it.")
+@click.option("--augmented/--no-augmented", default=True,
+              help="Train on the augmented copies too, or on original clips only (to measure augmentation).")
 @click.pass_context
 @_friendly_errors
 def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | None, out: Path | None,
                  optimizer: str, lr: float, epochs: int, batch_size: int, seed: int, c_value: float | None,
                  filters: str | None, kernels: str | None, dropout: float | None, spec_augment: bool, mixup: float,
-                 device: str, speaker_norm: bool, preset: str | None) -> None:
+                 device: str, speaker_norm: bool, preset: str | None, augmented: bool) -> None:
     """Speaker-independent cross-validation: leave-speakers-out folds over the whole store.
 
     Featurize with --split speaker --test-size 0 --val-size 0 so every clip has its augmented
@@ -429,7 +445,7 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
                         spec_augment=spec_augment, mixup=mixup, speaker_norm=speaker_norm)
     model = cfg.model
     out = out or Path("runs") / f"crossval-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    res = crossval(store_path, cfg, out, folds=folds, device=device)
+    res = crossval(store_path, cfg, out, folds=folds, device=device, augmented=augmented)
     m = res.metrics
     click.echo(res.folds.to_string(index=False))
     click.echo(f"\n{m['split']}: accuracy {m['fold_accuracy_mean']:.4f} ± {m['fold_accuracy_std']:.4f}, "

@@ -49,7 +49,7 @@ class CrossValResult:
 
 
 def crossval(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, folds: int | None = None,
-             device: str = "auto", log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> CrossValResult:
+             device: str = "auto", augmented: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> CrossValResult:
     """Train and test ``cfg`` on leave-speakers-out folds; write folds.csv, metrics.json, confusion.png."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -68,7 +68,8 @@ def crossval(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, f
     t0 = time.perf_counter()
     for k, test_speakers in enumerate(groups, 1):
         held = meta["speaker"].astype(str).isin(test_speakers).to_numpy()
-        train_rows = meta.index[~held].to_numpy()
+        keep = ~held if augmented else ~held & (meta["augment"] == "none").to_numpy()
+        train_rows = meta.index[keep].to_numpy()
         test_rows = meta.index[held & (meta["augment"] == "none").to_numpy()].to_numpy()
         log(f"fold {k}/{len(groups)}: test speakers {', '.join(test_speakers)} "
             f"({len(test_rows)} clips), {len(train_rows)} train rows")
@@ -94,6 +95,7 @@ def crossval(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, f
     idx = {e: i for i, e in enumerate(labels)}
     pooled = compute_metrics(allp["emotion"].map(idx).to_numpy(), allp["predicted"].map(idx).to_numpy(), labels)
     pooled.update(model=cfg.model, store=str(store.path), split=f"{len(groups)}-fold leave-speakers-out",
+                  trained_on_augmented_rows=augmented,
                   train_config=cfg.to_dict(), folds=fold_rows,
                   fold_accuracy_mean=float(table["accuracy"].mean()), fold_accuracy_std=float(table["accuracy"].std(ddof=0)),
                   fold_f1_macro_mean=float(table["f1_macro"].mean()), fold_f1_macro_std=float(table["f1_macro"].std(ddof=0)),

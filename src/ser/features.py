@@ -35,6 +35,7 @@ import numpy as np
 from .errors import SerError
 
 STATS = ("mean", "std")
+EXTRAS = ("prosody", "dynamics")  # optional clip-level functionals (see prosody.py)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,7 @@ class FeatureConfig:
     n_chroma: int = 12
     n_contrast_bands: int = 6
     stats: tuple[str, ...] = ("mean",)
+    extras: tuple[str, ...] = ()  # "prosody" (pitch, loudness), "dynamics" (MFCC deltas, flux)
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0:
@@ -64,6 +66,12 @@ class FeatureConfig:
         if bad or not self.stats:
             raise SerError(f"stats must be a non-empty subset of {STATS}, got {self.stats}")
         object.__setattr__(self, "stats", tuple(self.stats))
+        bad = [e for e in self.extras if e not in EXTRAS]
+        if bad:
+            raise SerError(f"extras must be a subset of {EXTRAS}, got {tuple(self.extras)}")
+        if "dynamics" in self.extras and self.n_mfcc < 20:
+            raise SerError("extras 'dynamics' needs n_mfcc >= 20")
+        object.__setattr__(self, "extras", tuple(e for e in EXTRAS if e in self.extras))
 
     @property
     def max_samples(self) -> int:
@@ -77,6 +85,7 @@ class FeatureConfig:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["stats"] = list(self.stats)
+        d["extras"] = list(self.extras)
         return d
 
     def to_json(self) -> str:
@@ -89,8 +98,9 @@ class FeatureConfig:
         if unknown:
             raise SerError(f"unknown feature config key(s): {', '.join(sorted(unknown))}")
         d = dict(d)
-        if "stats" in d:
-            d["stats"] = tuple(d["stats"])
+        for key in ("stats", "extras"):
+            if key in d:
+                d[key] = tuple(d[key])
         return cls(**d)
 
 
@@ -105,8 +115,15 @@ def _frame_feature_names(cfg: FeatureConfig) -> list[str]:
 
 def descriptor_names(cfg: FeatureConfig) -> list[str]:
     """Names of the descriptor vector's entries, ``<feature>_<stat>``, in order."""
+    from .prosody import dynamics_names, prosody_names
+
     base = _frame_feature_names(cfg)
-    return [f"{name}_{stat}" for stat in cfg.stats for name in base]
+    names = [f"{name}_{stat}" for stat in cfg.stats for name in base]
+    if "prosody" in cfg.extras:
+        names += prosody_names()
+    if "dynamics" in cfg.extras:
+        names += dynamics_names()
+    return names
 
 
 # -- filterbanks: numpy restatements of librosa's and torchaudio's (pinned equal by the tests) ------
@@ -238,7 +255,7 @@ class _Bases:
     window: np.ndarray       # (n_fft, 1)
     freqs: np.ndarray        # (bins,) float32, Hz
     mels: Any                # scipy.sparse CSR (n_desc_mels + n_mels, bins): both mel banks at once
-    chroma: np.ndarray       # (n_chroma, bins)
+    chroma: np.ndarray       # (n_chroma + 1, bins): the chroma filters, then ones (the power's sum)
     sums: np.ndarray         # (2 + groups, bins): f, f^2 (f in kHz), then cumulative group masks
     dct: np.ndarray          # (n_mfcc, n_desc_mels): orthonormal DCT-II, the MFCCs
     runs: tuple              # contrast: (band indices, starts, first, end) of adjacent min/max-only bands
@@ -274,7 +291,7 @@ def _bases(cfg: FeatureConfig) -> _Bases:
         # sparse: a mel filter has a handful of non-zero bins, so a few thousand multiply-adds
         # per frame instead of the dense product's 100k
         mels=scipy.sparse.csr_array(both),
-        chroma=chroma_filters(sr, n_fft, cfg.n_chroma),
+        chroma=np.concatenate([chroma_filters(sr, n_fft, cfg.n_chroma), np.ones((1, n_bins), np.float32)]),
         # the last cumulative mask is all ones: it gives the magnitude sum of centroid and bandwidth
         sums=np.concatenate([np.stack([f_khz, f_khz ** 2]), cumulative]).astype(np.float32),
         dct=np.ascontiguousarray(dct, dtype=np.float32),
@@ -462,7 +479,7 @@ def _spectral_frames(batch: _Batch, cfg: FeatureConfig, b: _Bases) -> dict[str, 
     Returns ``(..., frames)`` arrays: ``mel_power`` (both mel banks), ``chroma``
     (unnormalised), ``moments`` (sums of m, f m, f^2 m over bins, f in kHz), ``log_mean`` and
     ``mean`` (of the power floored at 1e-10, for flatness), ``rolloff`` (bin), ``peak`` and
-    ``valley`` (contrast bands).
+    ``valley`` (contrast bands). ``chroma``'s last row is the power's sum (``mean`` is a view).
     """
     import scipy.fft
 
@@ -475,12 +492,13 @@ def _spectral_frames(batch: _Batch, cfg: FeatureConfig, b: _Bases) -> dict[str, 
         "chroma": np.empty((b.chroma.shape[0], total), dtype=np.float32),
         "moments": np.empty((3, total), dtype=np.float32),
         "log_mean": np.empty(total, dtype=np.float32),
-        "mean": np.empty(total, dtype=np.float32),
         "rolloff": np.empty(total, dtype=np.int64),
         "peak": np.empty((n_bands, total), dtype=np.float32),
         "valley": np.empty((n_bands, total), dtype=np.float32),
     }
-    pairs = 2 * (n_bins // 2)
+    out["mean"] = out["chroma"][-1]
+    quads = 4 * (n_bins // 4)
+    floor = np.float32(np.sqrt(_AMIN))  # |S| >= 1e-5 where |S|^2 >= 1e-10
     n_blocks = -(-total // _BLOCK)
     size = -(-total // n_blocks)  # equal blocks: no short tail
     window = b.window[:, 0]
@@ -489,9 +507,8 @@ def _spectral_frames(batch: _Batch, cfg: FeatureConfig, b: _Bases) -> dict[str, 
         block = frames[rows[z]]  # (frames, n_fft), a copy
         block *= window
         spec = scipy.fft.rfft(block.T, axis=0)  # (bins, frames)
-        power = np.square(spec.real)
-        power += np.square(spec.imag)
-        mag = np.sqrt(power)
+        mag = np.abs(spec)  # one pass; re^2 + im^2 then a square root would be three
+        power = np.square(mag)
         out["mel_power"][:, z] = b.mels @ power
         np.matmul(b.chroma, power, out=out["chroma"][:, z])
         sums = b.sums @ mag
@@ -510,16 +527,22 @@ def _spectral_frames(batch: _Batch, cfg: FeatureConfig, b: _Bases) -> dict[str, 
                 band.sort(axis=1)
                 np.add.reduce(band[:, :k], axis=1, out=out["valley"][i, z])  # sums: divided by k
                 np.add.reduce(band[:, -k:], axis=1, out=out["peak"][i, z])   # once, after the loop
-        # flatness (librosa's amin on |S|^2): the log of products of bin pairs halves the logs;
-        # floored powers of at most ~1e6 multiply safely inside float32's range
-        np.maximum(power, _AMIN, out=power)
-        np.add.reduce(power, axis=0, out=out["mean"][z])
-        logs = np.multiply(power[0:pairs:2], power[1:pairs:2], out=power[:pairs // 2])
-        np.add.reduce(np.log(logs, out=logs), axis=0, out=out["log_mean"][z])
-        if pairs < n_bins:
-            out["log_mean"][z] += np.log(power[pairs])
+        # flatness: geometric over arithmetic mean of |S|^2 floored at 1e-10 (librosa's amin).
+        # The arithmetic one is chroma's extra row unless a bin is below the floor; the
+        # geometric one is 2 mean(log max(|S|, 1e-5)), taken as the log of products of four
+        # magnitudes (a quarter of the logs): |S| <= 512 max|y| keeps them inside float32.
+        floored = mag
+        if mag.min() < floor:  # digital silence: a read-only check is cheaper than the floor
+            floored = np.maximum(mag, floor)
+            np.add.reduce(np.square(floored), axis=0, out=out["mean"][z])
+        q = floored[0:quads:4] * floored[1:quads:4]
+        q *= floored[2:quads:4]
+        q *= floored[3:quads:4]
+        np.add.reduce(np.log(q, out=q), axis=0, out=out["log_mean"][z])
+        for rest in range(quads, n_bins):
+            out["log_mean"][z] += np.log(floored[rest])
     out["mean"] /= n_bins
-    out["log_mean"] /= n_bins
+    out["log_mean"] *= 2.0 / n_bins
     for i, _, _, k in b.sorted_bands:
         out["valley"][i] /= k
         out["peak"][i] /= k
@@ -564,7 +587,7 @@ def extract_many(waves: Sequence[np.ndarray], cfg: FeatureConfig) -> dict[str, A
     mel_db = _clamp_segments(db[:n_desc], bounds, cfg.top_db)  # (n_desc_mels, frames)
     np.matmul(b.dct, mel_db, out=per_frame[i: i + cfg.n_mfcc])
     i += cfg.n_mfcc
-    chroma = s["chroma"]
+    chroma = s["chroma"][: cfg.n_chroma]
     np.divide(chroma, np.maximum(np.abs(chroma).max(axis=0), _AMIN), out=per_frame[i: i + cfg.n_chroma])
     i += cfg.n_chroma
     per_frame[i: i + n_desc] = mel_db
@@ -583,6 +606,21 @@ def extract_many(waves: Sequence[np.ndarray], cfg: FeatureConfig) -> dict[str, A
         for j, stat in enumerate(cfg.stats):
             frames = per_frame[:, lo:hi]
             descriptors[k, j * width:(j + 1) * width] = frames.mean(axis=1) if stat == "mean" else frames.std(axis=1)
+        col = len(cfg.stats) * width
+        if "prosody" in cfg.extras:
+            from .prosody import prosody
+
+            p = prosody(batch.waves[k], per_frame[1, lo:hi], sr=cfg.sample_rate, n_fft=cfg.n_fft,
+                        hop_length=cfg.hop_length)
+            descriptors[k, col:col + p.shape[0]] = p
+            col += p.shape[0]
+        if "dynamics" in cfg.extras:
+            from .prosody import dynamics
+
+            mfcc_rows = per_frame[6:6 + cfg.n_mfcc, lo:hi]
+            mel_rows = per_frame[6 + cfg.n_mfcc + cfg.n_chroma: 6 + cfg.n_mfcc + cfg.n_chroma + n_desc, lo:hi]
+            d = dynamics(mfcc_rows, mel_rows)
+            descriptors[k, col:col + d.shape[0]] = d
         own = mel2d[:, lo:hi]
         mel[k, :, : n_frames[k]] = own[:, : n_frames[k]]
         mel[k, :, n_frames[k]:] = own.min()  # pad with the waveform's own floor, not 0 dB

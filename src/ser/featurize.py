@@ -39,7 +39,8 @@ class FeaturizeConfig:
     features: FeatureConfig = field(default_factory=FeatureConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     workers: int = 1
-    backend: str = "loky"
+    backend: str = "loky"             # joblib backend: loky, multiprocessing, threading, dask, ray
+    scheduler: str | None = None      # dask scheduler / ray cluster address (None: start a local one)
     batch_clips: int = 64
     overwrite: bool = False
     allow_absolute: bool = False
@@ -237,7 +238,9 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig) -> Ite
     """
     kwargs = dict(features=cfg.features, augment=cfg.augment, seed=cfg.split.seed)
     tasks = list(_chunks(jobs, CHUNK_CLIPS))
-    if cfg.workers <= 1:
+    from .cluster import LOCAL_BACKENDS, compute_backend
+
+    if cfg.workers <= 1 and cfg.backend in LOCAL_BACKENDS:
         restore = _limit_threads()
         _tune_malloc()
         try:
@@ -246,10 +249,10 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig) -> Ite
         finally:
             restore()
         return
-    from joblib import Parallel, delayed, parallel_config
+    from joblib import Parallel, delayed
 
     window = max(2 * cfg.workers, min(WINDOW_TASKS_PER_WORKER * cfg.workers, 256))
-    with parallel_config(backend=cfg.backend, n_jobs=cfg.workers):
+    with compute_backend(cfg.backend, workers=cfg.workers, scheduler=cfg.scheduler):
         try:  # batch_size=1: a task is already a batch of clips
             pool = Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)
         except ValueError:  # e.g. multiprocessing cannot stream: each window comes back as a list

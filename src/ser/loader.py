@@ -414,3 +414,52 @@ def fit_statistics(data: SplitData, family: str) -> tuple[torch.Tensor, torch.Te
     mean = total / count
     std = torch.sqrt(torch.clamp(total_sq / count - mean * mean, min=1e-12))
     return mean.float().cpu()[:, None], std.float().cpu()[:, None]
+
+
+def reduced_statistics(data: SplitData, family: str, *,
+                       keep: np.ndarray | None = None,
+                       reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`fit_statistics` from sums: per-row-set sums, sums of squares and counts (float64),
+    passed through ``reduce`` (e.g. an all-reduce over data-parallel ranks) before the division,
+    so each process sees the statistics of the union of every process's rows.
+
+    ``keep`` (bool, one per row of ``data`` in row order) leaves rows out of the sums, e.g. the
+    wrap-around padding of a shard. Descriptors: StandardScaler's ``mean_``/``scale_`` (population
+    std; a constant feature gets scale 1). Mel: per-band mean and std over rows and frames.
+    """
+    reduce = reduce or (lambda t: t)
+    total = total_sq = None
+    count = 0
+    pos = 0
+    for x, _ in data.batches(1024 if family == "mel" else 8192, shuffle=False):
+        k = x.shape[0]
+        x = x.double()
+        if keep is not None:
+            mask = torch.from_numpy(np.asarray(keep[pos:pos + k], dtype=bool)).to(x.device)
+            x = x[mask]
+        pos += k
+        dims = (0, 2) if family == "mel" else (0,)
+        s, sq = x.sum(dim=dims), (x * x).sum(dim=dims)
+        total = s if total is None else total + s
+        total_sq = sq if total_sq is None else total_sq + sq
+        count += x.shape[0] * (x.shape[2] if family == "mel" else 1)
+    if total is None:  # no rows here: zeros still take part in the reduction
+        shape = tuple(data.store.info["shapes"][family][1:2])
+        total = torch.zeros(shape, dtype=torch.float64, device=data.device)
+        total_sq = torch.zeros_like(total)
+    sums = reduce(torch.cat([total.reshape(-1), total_sq.reshape(-1),
+                             torch.tensor([float(count)], dtype=torch.float64, device=total.device)]))
+    d = total.numel()
+    total, total_sq, n = sums[:d].cpu(), sums[d:2 * d].cpu(), float(sums[2 * d])
+    if n <= 0:
+        raise SerError("no training rows to fit input statistics on")
+    mean = total / n
+    var = torch.clamp(total_sq / n - mean * mean, min=0.0)
+    if family == "mel":
+        std = torch.sqrt(torch.clamp(var, min=1e-12))
+        return mean.float()[:, None], std.float()[:, None]
+    # StandardScaler: a feature whose variance is within rounding of zero is constant -> scale 1
+    eps = np.finfo(np.float64).eps
+    bound = n * eps * var + (n * mean * eps) ** 2
+    std = torch.where(var <= bound, torch.ones_like(var), torch.sqrt(var))
+    return mean.float(), std.float()

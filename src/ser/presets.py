@@ -24,7 +24,7 @@ PRESETS: dict[str, Preset] = {
     "best": Preset(
         description="RBF SVM on per-speaker standardised descriptors (frame means and stds, pitch and "
                     "spectral-dynamics functionals): the best speaker-independent recipe measured on EmoDB",
-        train={"model": "svm", "hparams": {"C": 3.0}, "speaker_norm": True},
+        train={"model": "svm", "hparams": {"C": 10.0}, "speaker_norm": True},
         requires={"stats": ["mean", "std"], "extras": ["prosody", "dynamics"]},
         featurize_hint="--stats mean,std --extras prosody,dynamics",
     ),

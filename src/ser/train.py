@@ -24,7 +24,10 @@ from torch import nn
 
 from .checkpoint import save_checkpoint
 from .errors import SerError
-from .loader import SplitData, default_memory_budget, fit_statistics, load_split, split_footprint
+from .distributed import (DistContext, all_reduce_sum, all_reduce_sum_on, broadcast_flag, cleanup,
+                          init_distributed, launched_by_torchrun, local_world_size, shard_rows, unpadded_shard)
+from .loader import (SplitData, default_memory_budget, fit_statistics, load_rows, load_split, reduced_statistics,
+                     split_footprint)
 from .models import build_model, get_spec, resolve_hparams
 from .store import Store
 
@@ -142,26 +145,56 @@ class TrainData:
 
 
 def load_train_data(store: Store, family: str, device: torch.device, *,
-                    memory_budget_bytes: int | None = None, speaker_norm: bool = False) -> TrainData:
+                    memory_budget_bytes: int | None = None, speaker_norm: bool = False,
+                    ctx: DistContext | None = None) -> TrainData:
     """Load train/val rows for ``family`` and fit input statistics on train rows only.
 
     One memory budget (:func:`ser.loader.default_memory_budget` of the device when None)
     covers both splits: train is resident if it fits, validation gets what train left.
     A streamed split holds chunks only while it is iterated, and train and validation are
     never iterated at once, so each streamed split may use the whole of what is left.
+
+    Data-parallel (``ctx`` enabled): this rank reads only its shard of the train rows
+    (:func:`ser.distributed.shard_rows`, padded so every rank has as many), the input statistics
+    are the global train statistics (sums all-reduced over the ranks' unpadded shards), and
+    only rank 0 loads validation (whole, unsharded). The default budget on the CPU is shared by
+    the processes of a node.
     """
-    budget = default_memory_budget(device) if memory_budget_bytes is None else int(memory_budget_bytes)
+    ctx = ctx or DistContext()
+    if memory_budget_bytes is not None:
+        budget = int(memory_budget_bytes)
+    else:
+        budget = default_memory_budget(device)
+        if ctx.enabled and device.type == "cpu":
+            budget //= local_world_size()
     transform = None
     if speaker_norm:
         from .speakers import store_transform
 
         transform = store_transform(store, family)
-    train = load_split(store, "train", family, device, memory_budget_bytes=budget, transform=transform)
+    if not ctx.enabled:
+        train = load_split(store, "train", family, device, memory_budget_bytes=budget, transform=transform)
+    else:
+        all_rows = store.rows("train")
+        if len(all_rows) < ctx.world_size:
+            raise SerError(f"{store.path} has {len(all_rows)} training rows, fewer than the {ctx.world_size} "
+                           "data-parallel processes")
+        train = load_rows(store, shard_rows(all_rows, ctx), family, device, memory_budget_bytes=budget,
+                          transform=transform)
     if len(train) == 0:
         raise SerError(f"{store.path} has no training rows (was it featurized with --test-size 1.0?)")
     left = max(budget - split_footprint(train), 1)
-    val = load_split(store, "val", family, device, memory_budget_bytes=left, transform=transform)
-    mean, std = fit_statistics(train, family)
+    if ctx.is_main:
+        val = load_split(store, "val", family, device, memory_budget_bytes=left, transform=transform)
+    else:  # rank 0 alone validates
+        val = load_rows(store, np.zeros(0, dtype=np.int64), family, device, memory_budget_bytes=left)
+    if not ctx.enabled:
+        mean, std = fit_statistics(train, family)
+    else:
+        own = unpadded_shard(store.rows("train"), ctx)
+        first = np.r_[True, np.diff(train.rows) != 0]  # padding may repeat a row: count it once
+        keep = first & np.isin(train.rows, own)
+        mean, std = reduced_statistics(train, family, keep=keep, reduce=all_reduce_sum_on(device, ctx))
     shape = tuple(store.info["shapes"][family][1:])
     return TrainData(store, family, train, val if len(val) else None, shape, mean, std)
 
@@ -178,7 +211,8 @@ class FitResult:
 
 
 def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch.device,
-        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), resume: bool = False) -> FitResult:
+        log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), resume: bool = False,
+        ctx: DistContext | None = None) -> FitResult:
     """Train one configuration; writes best.pt, last.pt, history.csv and curves.png to ``out_dir``.
 
     ``last.pt`` also carries what continuing needs: optimizer state, epoch, early-stopping state
@@ -186,15 +220,28 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
     With ``resume`` a run continues from ``out_dir/last.pt`` (same configuration; ``epochs``
     may grow); on the CPU, with deterministic algorithms, the resumed run's history and weights
     equal an uninterrupted run's with the same seed. Without a last.pt it starts from epoch 1.
+
+    Data-parallel (``ctx`` enabled, ``data`` loaded with the same ``ctx``): the model is wrapped
+    in DistributedDataParallel, each rank shuffles its own shard with seed ``seed + rank``, every
+    rank takes the same number of steps, and rank 0 alone validates, logs and writes the files
+    (the bare module's weights); its early-stopping decision is broadcast to every rank. Other
+    ranks return a result with an empty history.
     """
     from .checkpoint import load_resume_state
 
+    ctx = ctx or DistContext()
+    if ctx.enabled:
+        if resume:
+            raise SerError("--resume is not supported under torchrun yet; resume in one process")
+        if not ctx.is_main:
+            log = lambda m: None  # noqa: E731
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
         raise SerError(f"--out {out_dir} exists and is not a folder")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
+    gen = torch.Generator().manual_seed(cfg.seed + ctx.rank)  # each rank's own within-shard order
     spec = get_spec(cfg.model)
     if spec.family != data.family:
         raise SerError(f"model {cfg.model} reads {spec.family}, the data loaded is {data.family}")
@@ -203,10 +250,17 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
                      feature_config=data.store.feature_config, input_shape=data.input_shape,
                      train_config=cfg.to_dict(), store=data.store)
     if spec.trainer == "sklearn":  # one deterministic fit: resuming it is fitting it again
+        if ctx.enabled:
+            raise SerError(f"{cfg.model} is a scikit-learn model: train it in one process, not under torchrun")
         return _fit_classic(cfg, data, out_dir, device=device, ckpt_args=ckpt_args, log=log)
     model = build_model(cfg.model, input_shape=data.input_shape, n_classes=len(labels),
                         hparams=cfg.hparams, mean=data.mean, std=data.std).to(device)
-    opt = make_optimizer(cfg, model.parameters())
+    net: nn.Module = model  # what the training steps call: the DDP wrapper when data-parallel
+    if ctx.enabled:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    opt = make_optimizer(cfg, net.parameters())
     amp = device.type == "cuda"
     loss_fn = nn.CrossEntropyLoss()
     history: list[dict[str, Any]] = []
@@ -226,8 +280,9 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
             torch.cuda.set_rng_state_all(state["rng_cuda"])
         first = state["epoch"] + 1
         log(f"resuming {out_dir} after epoch {state['epoch']} (best so far: epoch {best[2]})")
-    log(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}: "
-        f"{len(data.train)} train rows [{data.train.mode}], "
+    log(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}"
+        + (f" x {ctx.world_size} processes (DDP): {len(data.train)} train rows per rank" if ctx.enabled
+           else f": {len(data.train)} train rows") + f" [{data.train.mode}], "
         f"{len(data.val) if data.val else 0} val rows; {cfg.optimizer} lr={cfg.lr} batch={cfg.batch_size}")
 
     def resume_state(epoch: int) -> dict[str, Any]:
@@ -250,7 +305,7 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
             if finished:
                 break
             t0 = time.perf_counter()
-            model.train()
+            net.train()
             total_loss = torch.zeros((), device=device)
             correct = torch.zeros((), device=device)
             seen = 0
@@ -267,7 +322,7 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
                     x = lam * x + (1 - lam) * x[perm]
                     targets = lam * targets + (1 - lam) * targets[perm]
                 with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = model(x, normalized=True)
+                    logits = net(x, normalized=True)
                     loss = loss_fn(logits.float(), targets)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -275,10 +330,18 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
                 total_loss += loss.detach() * x.shape[0]
                 correct += (logits.argmax(1) == y).sum()
                 seen += x.shape[0]
+            if ctx.enabled:  # over every rank's rows (the padded shards), so all ranks agree
+                sums = all_reduce_sum(torch.stack([total_loss.float(), correct.float(),
+                                                   torch.tensor(float(seen), device=device)]), ctx)
+                total_loss, correct, seen = sums[0], sums[1], int(round(float(sums[2])))
             train_loss = float(total_loss) / max(seen, 1)
             train_acc = float(correct) / max(seen, 1)
             if not np.isfinite(train_loss):
                 raise SerError(f"training diverged at epoch {epoch} (loss {train_loss}); try a smaller --lr")
+            if not ctx.is_main:  # rank 0 validates, saves and decides; the others wait for its word
+                if broadcast_flag(False, ctx, device):
+                    break
+                continue
             val = evaluate_split(model, data.val, amp=amp) if data.val else None
             row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
                    "val_loss": val.loss if val else float("nan"),
@@ -300,12 +363,19 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
             log(f"epoch {epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  acc {train_acc:.3f}"
                 + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
                 + f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
-            if cfg.patience and stale >= cfg.patience:
+            stop = bool(cfg.patience and stale >= cfg.patience)
+            if ctx.enabled:
+                stop = broadcast_flag(stop, ctx, device)
+            if stop:
                 log(f"early stop: no better validation macro-F1 for {cfg.patience} epochs")
                 break
     finally:
         if device.type == "cpu":
             torch.use_deterministic_algorithms(deterministic)
+    if not ctx.is_main:
+        return FitResult(out_dir=out_dir, best_epoch=0, best_val_accuracy=float("nan"),
+                         best_val_macro_f1=float("nan"), epochs_run=0,
+                         seconds=time.perf_counter() - t_start, history=[])
     _write_history(out_dir, history)
     return FitResult(out_dir=out_dir, best_epoch=int(best[2]), best_val_accuracy=float(best[1]),
                      best_val_macro_f1=float(best[0]), epochs_run=len(history),
@@ -435,14 +505,44 @@ def train(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, devi
     does not fit is streamed in chunks from the store.
     """
     dev = pick_device(device)
+    if not launched_by_torchrun():
+        return _train(store_path, cfg, out_dir, dev=dev, ctx=DistContext(), sweep_grid=sweep_grid,
+                      memory_budget_bytes=memory_budget_bytes, log=log, resume=resume)
+    # launched by torchrun (WORLD_SIZE > 1): data-parallel, one process per rank
+    if sweep_grid:
+        raise SerError("--sweep is not supported under torchrun; run the grid in one process")
+    if resume:
+        raise SerError("--resume is not supported under torchrun yet; resume in one process")
+    if get_spec(cfg.model).trainer == "sklearn":
+        raise SerError(f"{cfg.model} is a scikit-learn model: train it in one process, not under torchrun")
+    ctx, dist_dev = init_distributed(device)
+    try:
+        if not ctx.is_main:
+            log = lambda m: None  # noqa: E731
+        return _train(store_path, cfg, out_dir, dev=dist_dev, ctx=ctx, sweep_grid=None,
+                      memory_budget_bytes=memory_budget_bytes, log=log, resume=False)
+    finally:
+        cleanup(ctx)
+
+
+def _train(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, dev: torch.device, ctx: DistContext,
+           sweep_grid: dict[str, list[str]] | None, memory_budget_bytes: int | None,
+           log: Callable[[str], None], resume: bool) -> list[dict[str, Any]] | FitResult:
     store = Store(store_path)
     t0 = time.perf_counter()
     data = load_train_data(store, get_spec(cfg.model).family, dev, memory_budget_bytes=memory_budget_bytes,
-                           speaker_norm=cfg.speaker_norm)
+                           speaker_norm=cfg.speaker_norm, ctx=ctx)
     log(f"input: train {len(data.train)} rows {data.train.mode}"
+        + (f" (rank 0's shard of {len(store.rows('train'))}, {ctx.world_size} ranks)" if ctx.enabled else "")
         + (f"; val {len(data.val)} rows {data.val.mode}" if data.val else "")
         + f" ({'given' if memory_budget_bytes is not None else 'default'} budget; loaded in "
         f"{time.perf_counter() - t0:.1f}s)")
     if sweep_grid:
         return sweep(cfg, sweep_grid, data, out_dir, device=dev, log=log, resume=resume)
-    return fit(cfg, data, out_dir, device=dev, log=log, resume=resume)
+    return fit(cfg, data, out_dir, device=dev, log=log, resume=resume, ctx=ctx)
+
+
+if __name__ == "__main__":  # torchrun --nproc-per-node N -m ser.train --store S --model M ...
+    from .cli import train_cmd
+
+    train_cmd(prog_name="python -m ser.train")
