@@ -346,17 +346,20 @@ def main(argv: list[str] | None = None) -> None:
         for workers in (1, 2):
             runs = [run_child(["_project", str(audio), str(tmp / f"w{workers}.h5"), str(workers)])
                     for _ in range(args.repeat)]
-            rate = statistics.median(r["clips_per_s"] for r in runs)
-            results[f"workers{workers}"] = {"runs": runs, "clips_per_s": rate,
-                                            "until_last_result_s": statistics.median(r["until_last_result_s"] for r in runs),
-                                            "cpu_ms_per_clip": statistics.median(r["cpu_ms_per_clip"] for r in runs),
-                                            "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}
+            results[f"workers{workers}"] = {
+                "runs": runs,
+                "clips_per_s": statistics.median(r["clips_per_s"] for r in runs),
+                "until_last_result_s": statistics.median(r["until_last_result_s"] for r in runs),
+                "cpu_ms_per_clip": statistics.median(r["cpu_ms_per_clip"] for r in runs),
+                "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
+            }
             print(f"workers={workers}: {[r['clips_per_s'] for r in runs]} clips/s", file=sys.stderr)
         w1, w2 = results["workers1"]["clips_per_s"], results["workers2"]["clips_per_s"]
         results["scaling_2_vs_1"] = round(w2 / w1, 3)
         if "naive" in results:
             results["ratio_workers1_vs_naive"] = round(w1 / results["naive"]["clips_per_s"], 2)
-            results["ratio_compute_vs_naive"] = round(results["compute1"]["clips_per_s"] / results["naive"]["clips_per_s"], 2)
+            results["ratio_compute_vs_naive"] = round(
+                results["compute1"]["clips_per_s"] / results["naive"]["clips_per_s"], 2)
             naive_cpu = results["naive"]["cpu_ms_per_clip"]
             results["cpu_ratio_vs_naive"] = {k: round(naive_cpu / results[k]["cpu_ms_per_clip"], 2)
                                              for k in ("compute1", "workers1", "workers2")}
@@ -391,7 +394,8 @@ def _summary(r: dict) -> None:
     lines = [f"\nmachine: {r['machine'].get('cpu')}, {r['machine']['cores']} cores, {r['machine']['ram_gib']} GiB; "
              f"load before {r['machine']['load_before'][0]:.2f}, after {r['machine']['load_after'][0]:.2f}"]
     if "naive" in r:
-        lines.append(f"naive (1 thread): {r['naive']['clips_per_s']:.2f} clips/s, peak {r['naive']['peak_rss_mib']} MiB")
+        lines.append(f"naive (1 thread): {r['naive']['clips_per_s']:.2f} clips/s, "
+                     f"peak {r['naive']['peak_rss_mib']} MiB")
     if "naive_estimated_tuning" in r:
         lines.append(f"naive with chroma's tuning estimated (librosa's default): "
                      f"{r['naive_estimated_tuning']['clips_per_s']:.2f} clips/s")

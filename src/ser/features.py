@@ -597,7 +597,7 @@ def extract_many(waves: Sequence[np.ndarray], cfg: FeatureConfig) -> dict[str, A
     mel2d = _clamp_segments(db[n_desc:], bounds, cfg.top_db)  # (n_mels, frames)
 
     n = len(batch.waves)
-    descriptors = np.empty((n, len(descriptor_names(cfg))), dtype=np.float32)
+    descriptors = np.empty((n, _n_descriptors(cfg)), dtype=np.float32)
     mel = np.empty((n, cfg.n_mels, cfg.n_frames), dtype=np.float32)
     n_frames = np.minimum(batch.n_frames, cfg.n_frames)
     width = per_frame.shape[0]
@@ -625,6 +625,11 @@ def extract_many(waves: Sequence[np.ndarray], cfg: FeatureConfig) -> dict[str, A
         mel[k, :, : n_frames[k]] = own[:, : n_frames[k]]
         mel[k, :, n_frames[k]:] = own.min()  # pad with the waveform's own floor, not 0 dB
     return {"descriptors": descriptors, "mel": mel, "n_frames": n_frames}
+
+
+@lru_cache(maxsize=8)
+def _n_descriptors(cfg: FeatureConfig) -> int:
+    return len(descriptor_names(cfg))  # ~200 f-strings: built once per config, not per clip
 
 
 def extract(y: np.ndarray, cfg: FeatureConfig) -> dict[str, Any]:
