@@ -180,6 +180,52 @@ def _train_config(ctx: click.Context, *, preset: str | None, store_path: Path, m
     return cfg
 
 
+def _model_options(fn: Callable) -> Callable:
+    """Options shared by train and crossval: optimisation, model hyper-parameters, presets."""
+    options = [
+        click.option("--optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), default="adam"),
+        click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3),
+        click.option("--batch-size", type=click.IntRange(min=2), default=64),
+        click.option("--seed", type=int, default=42),
+        click.option("--C", "c_value", type=click.FloatRange(min=0, min_open=True), default=None,
+                     help="svm/logreg: inverse regularisation strength."),
+        click.option("--filters", default=None, help="cnn2d: filters per block, e.g. 128,128,64,64,32."),
+        click.option("--kernels", default=None, help="cnn2d: kernel per block, e.g. 1x3,3x5,3x5,3x3,3x3."),
+        click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None),
+        click.option("--pooling", type=click.Choice(["avg", "max", "flatten"]), default=None,
+                     help="cnn2d: global average/max pooling, or the study's flatten."),
+        click.option("--batch-norm/--no-batch-norm", default=None, help="cnn2d: BatchNorm after each conv."),
+        click.option("--spec-augment/--no-spec-augment", default=False,
+                     help="cnn2d: time/frequency masks at train time."),
+        click.option("--mixup", type=click.FloatRange(min=0), default=0.0, help="Mixup alpha (0: off)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto"),
+        click.option("--speaker-norm/--no-speaker-norm", default=False,
+                     help="Standardise each speaker's features by that speaker's own clips (no labels used)."),
+        click.option("--preset", type=click.Choice(["best", "study-cnn1d", "study-cnn2d"]), default=None,
+                     help="A named recipe (see README); options you type override it."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _hparams(ctx: click.Context, *, model: str, preset: str | None, c_value: float | None, filters: str | None,
+             kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None) -> dict[str, Any]:
+    """The model hyper-parameters the user typed, checked against the model they apply to."""
+    given = {k: v for k, v in {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
+                               "batch_norm": batch_norm, "C": c_value}.items() if v is not None}
+    if preset is not None and not _given(ctx, "model"):
+        return given  # the preset's model decides; TrainConfig rejects what does not fit it
+    cnn2d_only = [k for k in ("filters", "kernels", "pooling", "batch_norm") if k in given]
+    if model != "cnn2d" and cnn2d_only:
+        raise click.UsageError(f"--{cnn2d_only[0].replace('_', '-')} applies to cnn2d only")
+    if model in ("cnn1d", "cnn2d") and "C" in given:
+        raise click.UsageError("--C applies to svm and logreg only")
+    if model in ("svm", "logreg") and "dropout" in given:
+        raise click.UsageError("--dropout applies to the CNNs only")
+    return given
+
+
 # -- train -------------------------------------------------------------------------------------
 def _memory_budget(ctx: click.Context, param: click.Parameter, value: str | None) -> int | None:
     """``--memory-budget``: ``auto`` (None) or a size such as ``512MB``, in bytes."""
@@ -197,30 +243,15 @@ def _memory_budget(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("feats.h5"))
 @click.option("--model", type=click.Choice(["cnn1d", "cnn2d", "svm", "logreg"]), default="cnn1d",
               help="cnn1d/cnn2d: the CNNs; svm/logreg: scikit-learn baselines on the descriptors.")
-@click.option("--C", "c_value", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="svm/logreg: inverse regularisation strength.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/<model>-<time>].")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), default="adam")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
 @click.option("--epochs", type=click.IntRange(min=1), default=100)
-@click.option("--batch-size", type=click.IntRange(min=2), default=64)
-@click.option("--seed", type=int, default=42)
 @click.option("--patience", type=click.IntRange(min=0), default=20,
               help="Stop after this many epochs without a better validation macro-F1 (0: never).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0)
-@click.option("--filters", default=None, help="cnn2d: filters per block, e.g. 128,128,64,64,32.")
-@click.option("--kernels", default=None, help="cnn2d: kernel per block, e.g. 1x3,3x5,3x5,3x3,3x3.")
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None)
-@click.option("--pooling", type=click.Choice(["avg", "max", "flatten"]), default=None,
-              help="cnn2d: global average/max pooling, or the study's flatten.")
-@click.option("--batch-norm/--no-batch-norm", default=None, help="cnn2d: BatchNorm after each conv.")
-@click.option("--spec-augment/--no-spec-augment", default=False, help="cnn2d: time/frequency masks at train time.")
-@click.option("--mixup", type=click.FloatRange(min=0), default=0.0, help="Mixup alpha (0: off).")
 @click.option("--sweep", "sweeps", multiple=True,
               help="KEY=V1,V2 (repeatable): train the grid, e.g. optimizer=adam,sgd,rmsprop; "
                    "separate values that contain commas with |.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--memory-budget", "memory_budget", default="auto", callback=_memory_budget,
               help="Most memory the input data may hold, e.g. 512MB, 2GB, 1.5GiB; a training split "
                    "larger than this streams from the store in chunks. auto: half the free GPU memory "
@@ -228,10 +259,7 @@ def _memory_budget(ctx: click.Context, param: click.Parameter, value: str | None
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last.pt (same arguments; --epochs may grow); "
                    "on the CPU the result equals an uninterrupted run's.")
-@click.option("--speaker-norm/--no-speaker-norm", default=False,
-              help="Standardise each speaker's features by that speaker's own clips (no labels used).")
-@click.option("--preset", type=click.Choice(["best", "study-cnn1d", "study-cnn2d"]), default=None,
-              help="A named recipe (see README); options you type override it.")
+@_model_options
 @click.pass_context
 @_friendly_errors
 def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None, optimizer: str, lr: float,
@@ -246,18 +274,8 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
     from .audio import refuse_audio_overwrite
     from .train import FitResult, TrainConfig, parse_sweep, train
 
-    hparams = {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
-               "batch_norm": batch_norm}
-    if model != "cnn2d":
-        given = [k for k in ("filters", "kernels", "pooling", "batch_norm") if hparams[k] is not None]
-        if given:
-            raise click.UsageError(f"--{given[0].replace('_', '-')} applies to cnn2d only")
-        hparams = {"dropout": dropout} if model == "cnn1d" else {"C": c_value}
-    elif c_value is not None:
-        raise click.UsageError("--C applies to svm and logreg only")
-    if preset is not None and not _given(ctx, "model"):
-        hparams = {k: v for k, v in {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
-                                      "batch_norm": batch_norm, "C": c_value}.items() if v is not None}
+    hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
+                       dropout=dropout, pooling=pooling, batch_norm=batch_norm)
     cfg = _train_config(ctx, preset=preset, store_path=store_path, model=model, hparams=hparams,
                         optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                         patience=patience, weight_decay=weight_decay, spec_augment=spec_augment, mixup=mixup,
@@ -401,30 +419,17 @@ def explore_cmd(data: Path | None, store_path: Path | None, out: Path, dataset: 
               help="Speaker folds [default: one per speaker, leave-one-speaker-out].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder [default: runs/crossval-<model>-<time>].")
-@click.option("--optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), default="adam")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3)
 @click.option("--epochs", type=click.IntRange(min=1), default=30)
-@click.option("--batch-size", type=click.IntRange(min=2), default=64)
-@click.option("--seed", type=int, default=42)
-@click.option("--C", "c_value", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--filters", default=None)
-@click.option("--kernels", default=None)
-@click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None)
-@click.option("--spec-augment/--no-spec-augment", default=False)
-@click.option("--mixup", type=click.FloatRange(min=0), default=0.0)
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
-@click.option("--speaker-norm/--no-speaker-norm", default=False,
-              help="Standardise each speaker's features by that speaker's own clips (no labels used).")
-@click.option("--preset", type=click.Choice(["best", "study-cnn1d", "study-cnn2d"]), default=None,
-              help="A named recipe; options you type override it.")
 @click.option("--augmented/--no-augmented", default=True,
               help="Train on the augmented copies too, or on original clips only (to measure augmentation).")
+@_model_options
 @click.pass_context
 @_friendly_errors
 def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | None, out: Path | None,
-                 optimizer: str, lr: float, epochs: int, batch_size: int, seed: int, c_value: float | None,
-                 filters: str | None, kernels: str | None, dropout: float | None, spec_augment: bool, mixup: float,
-                 device: str, speaker_norm: bool, preset: str | None, augmented: bool) -> None:
+                 epochs: int, augmented: bool, optimizer: str, lr: float, batch_size: int, seed: int,
+                 c_value: float | None, filters: str | None, kernels: str | None, dropout: float | None,
+                 pooling: str | None, batch_norm: bool | None, spec_augment: bool, mixup: float, device: str,
+                 speaker_norm: bool, preset: str | None) -> None:
     """Speaker-independent cross-validation: leave-speakers-out folds over the whole store.
 
     Featurize with --split speaker --test-size 0 --val-size 0 so every clip has its augmented
@@ -433,13 +438,9 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
     import time
 
     from .crossval import crossval
-    from .train import TrainConfig
 
-    hparams = {"cnn1d": {"dropout": dropout}, "svm": {"C": c_value}, "logreg": {"C": c_value},
-               "cnn2d": {"filters": filters, "kernels": kernels, "dropout": dropout}}[model]
-    if preset is not None and not _given(ctx, "model"):
-        hparams = {k: v for k, v in {"filters": filters, "kernels": kernels, "dropout": dropout,
-                                      "C": c_value}.items() if v is not None}
+    hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
+                       dropout=dropout, pooling=pooling, batch_norm=batch_norm)
     cfg = _train_config(ctx, preset=preset, store_path=store_path, model=model, hparams=hparams,
                         optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                         spec_augment=spec_augment, mixup=mixup, speaker_norm=speaker_norm)
