@@ -521,10 +521,16 @@ def test_train_killed_mid_run_resumes_to_the_uninterrupted_result(trained: tuple
     args = ["train", "--store", store, "--model", "cnn2d", "--filters", "4,8", "--kernels", "3x3,3x3",
             "--epochs", 10, "--batch-size", 8, "--patience", 0, "--seed", 5, "--dropout", 0.3, "--mixup", 0.2,
             "--spec-augment", "--device", "cpu"]
-    whole = cli(*args, "--out", tmp_path / "whole")
-    assert whole.exit_code == 0, whole.output
-    proc = subprocess.Popen([sys.executable, "-c", "from ser.cli import main; main()",
-                             *map(str, args), "--out", str(tmp_path / "killed")],
+    # every run is a fresh process, as a user's would be: nothing another test left in this
+    # process (thread limits, allocator settings) can make the runs differ
+    command = [sys.executable, "-c", "from ser.cli import main; main()", *map(str, args)]
+
+    def run(out: Path, *extra: str) -> None:
+        done = subprocess.run([*command, "--out", str(out), *extra], capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+
+    run(tmp_path / "whole")
+    proc = subprocess.Popen([*command, "--out", str(tmp_path / "killed")],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     for line in proc.stderr:
         if line.lstrip().startswith("epoch   2/"):
@@ -536,8 +542,7 @@ def test_train_killed_mid_run_resumes_to_the_uninterrupted_result(trained: tuple
     assert proc.returncode == -signal.SIGKILL
     last = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)  # whole: saved atomically
     assert 2 <= last["epoch"] < 10 and last["resume"]["epoch"] == last["epoch"]
-    resumed = cli(*args, "--out", tmp_path / "killed", "--resume")
-    assert resumed.exit_code == 0, resumed.output
+    run(tmp_path / "killed", "--resume")
     hist = [pd.read_csv(tmp_path / d / "history.csv").drop(columns="seconds") for d in ("whole", "killed")]
     pd.testing.assert_frame_equal(*hist)
     for name in ("best.pt", "last.pt"):

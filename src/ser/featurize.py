@@ -343,7 +343,8 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                     writer.commit(failures=failures)
                 pending.clear()
 
-            for result in _results(jobs, cfg):
+            results = _results(jobs, cfg)
+            for result in results:
                 pending.append(result)
                 if bar is not None:
                     bar.update(1)
@@ -362,6 +363,8 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
         finally:
             if bar is not None:
                 bar.close()
+            if "results" in locals():  # restores the thread limits and stops the workers now, not at GC
+                results.close()
 
     store = Store(out)
     meta = store.meta()

@@ -836,10 +836,10 @@ class Store:
         if source not in self._h5:
             try:
                 self._h5[source] = h5py.File(source, "r")
-            except FileNotFoundError:
-                raise StoreChanged(f"{self.path}: {source.name} vanished while reading: the run that was writing "
-                                 "the store finished or restarted; open it again") from None
             except _READ_ERRORS as exc:
+                if not source.exists():  # h5py reports a vanished file as a stat error, not FileNotFoundError
+                    raise StoreChanged(f"{self.path}: {source.name} vanished while reading: the run that was "
+                                       "writing the store finished or restarted; open it again") from None
                 raise _corrupt(source, exc) from None
         return self._h5[source][family]
 
