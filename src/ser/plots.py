@@ -17,6 +17,22 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: str | Path, *, dpi: int = 100, title: str = "", tight: str = "layout") -> Path:
+    """Finish a figure the same way everywhere: optional title, tight layout (or tight bounding
+    box), PNG at ``dpi``, and close it so figures never pile up in a long run."""
+    import matplotlib.pyplot as plt
+
+    if title:
+        fig.suptitle(title)
+    if tight == "layout":
+        fig.tight_layout()
+        fig.savefig(path, dpi=dpi)
+    else:
+        fig.savefig(path, dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    return Path(path)
+
+
 def plot_history(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
     """Loss and accuracy curves per epoch (train and validation) as a PNG."""
     plt = _pyplot()
@@ -35,10 +51,7 @@ def plot_history(history: Sequence[dict[str, Any]], path: str | Path) -> Path:
         ax.set_title(title)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=100)
 
 
 def plot_confusion(counts: np.ndarray, labels: Sequence[str], path: str | Path, *, title: str = "") -> Path:
@@ -62,12 +75,7 @@ def plot_confusion(counts: np.ndarray, labels: Sequence[str], path: str | Path, 
                 ax.text(j, i, format(mat[i, j], fmt), ha="center", va="center", fontsize=8,
                         color="white" if top and mat[i, j] > 0.6 * top else "black")
         fig.colorbar(im, ax=ax, fraction=0.046)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=100, title=title)
 
 
 # -- corpus exploration (ser explore) ----------------------------------------------------------
@@ -87,10 +95,7 @@ def plot_counts(labels: Sequence[str], counts: Sequence[int], path: str | Path, 
     ax.set_title(title)
     ax.set_ylim(0, max(counts, default=0) * 1.15 + 1)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=100)
 
 
 def plot_durations(durations_s: np.ndarray, path: str | Path, *, title: str) -> Path:
@@ -111,10 +116,7 @@ def plot_durations(durations_s: np.ndarray, path: str | Path, *, title: str) -> 
     ax.set_ylabel("clips")
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=100)
 
 
 def plot_clip(y: np.ndarray, sr: int, stft_db: np.ndarray, path: str | Path, *, hop_length: int,
@@ -138,9 +140,7 @@ def plot_clip(y: np.ndarray, sr: int, stft_db: np.ndarray, path: str | Path, *, 
     ax_s.set_ylabel("frequency (Hz)")
     ax_s.set_title("STFT magnitude (dB re. peak)", fontsize=9)
     fig.colorbar(img, ax=[ax_w, ax_s], format="%+2.0f dB", label="dB", pad=0.02)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=90, tight="bbox")
 
 
 def plot_descriptor_boxes(values: dict[str, dict[str, np.ndarray]], path: str | Path, *,
@@ -161,12 +161,7 @@ def plot_descriptor_boxes(values: dict[str, dict[str, np.ndarray]], path: str | 
         ax.grid(axis="y", alpha=0.3)
     for ax in list(axes.flat)[len(names):]:
         ax.remove()
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=90, title=title)
 
 
 def plot_mean_mels(means: dict[str, np.ndarray], counts: dict[str, int], path: str | Path, *,
@@ -197,11 +192,7 @@ def plot_mean_mels(means: dict[str, np.ndarray], counts: dict[str, int], path: s
         ax.remove()
     if img is not None:
         fig.colorbar(img, ax=list(axes.flat)[: len(emotions)], format="%+2.0f dB", label="mel power (dB)")
-    if title:
-        fig.suptitle(title)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=90, title=title, tight="bbox")
 
 
 def plot_mel_profiles(profiles: dict[str, np.ndarray], band_hz: np.ndarray, path: str | Path, *,
@@ -220,7 +211,4 @@ def plot_mel_profiles(profiles: dict[str, np.ndarray], band_hz: np.ndarray, path
     ax.set_title(title or "average mel spectrum per emotion")
     ax.grid(alpha=0.3)
     ax.legend(ncol=min(4, max(1, len(profiles))), fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, path, dpi=90)
