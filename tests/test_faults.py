@@ -17,7 +17,6 @@ The longer randomized version (20+ kill trials, kills at every commit point) is
 
 from __future__ import annotations
 
-import os
 import random
 import shutil
 import signal
@@ -25,7 +24,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -503,7 +501,7 @@ def test_an_old_schema_store_is_refused_with_a_message(tiny: Path, tmp_path: Pat
         f.attrs["ser_schema_version"] = 1
     before = old.read_bytes()
     for result in (cli("info", old), cli("train", "--store", old, "--epochs", 1, "--out", tmp_path / "r")):
-        assert result.exit_code == 1 and f"schema version 1" in result.output and "older" in result.output
+        assert result.exit_code == 1 and "schema version 1" in result.output and "older" in result.output
         no_traceback(result)
     r = cli("featurize", "--data", tiny, "--out", old, "--workers", 1, "--no-progress", "--augment", "none")
     assert r.exit_code == 1 and "--overwrite" in r.output and old.read_bytes() == before

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from ser.cli import main
 from ser.errors import SerError
-from ser.featurize import FeaturizeConfig, featurize, plan
+from ser.featurize import featurize, plan
 from ser.labels import CREMAD_EMOTIONS
 from ser.splits import assign_splits
 from ser.store import Store, StoreWriter, read_attrs, work_dir

@@ -13,7 +13,6 @@ from ser.cli import main
 from ser.errors import SerError
 from ser.features import FeatureConfig, descriptor_names, extract, extract_many
 from ser.speakers import speaker_statistics, standardize
-from ser.store import Store
 from ser.train import TrainConfig, train
 
 

@@ -272,7 +272,7 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
     import time
 
     from .audio import refuse_audio_overwrite
-    from .train import FitResult, TrainConfig, parse_sweep, train
+    from .train import FitResult, parse_sweep, train
 
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
                        dropout=dropout, pooling=pooling, batch_norm=batch_norm)

@@ -40,16 +40,15 @@ def compute_backend(backend: str, *, workers: int, scheduler: str | None = None)
         with contextlib.ExitStack() as stack:
             if scheduler:
                 try:
-                    client = stack.enter_context(Client(scheduler, timeout=30))
+                    stack.enter_context(Client(scheduler, timeout=30))  # joblib finds the current client
                 except OSError as exc:
                     raise SerError(f"cannot reach the Dask scheduler at {scheduler}: {exc}") from None
             else:
                 cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1,
                                                            processes=True, dashboard_address=None))
-                client = stack.enter_context(Client(cluster))
+                stack.enter_context(Client(cluster))
             with parallel_config(backend="dask", n_jobs=-1):
                 yield
-            del client
         return
     if backend == "ray":
         try:

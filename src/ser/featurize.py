@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .audio import load_audio
-from .augment import parse_augment, variants
+from .augment import variants
 from .errors import AudioError, SerError
 from .features import FeatureConfig, descriptor_names, extract_many
 from .labels import label_list

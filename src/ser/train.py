@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import itertools
-import json
 import shutil
 import sys
 import time
