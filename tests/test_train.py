@@ -21,7 +21,7 @@ from ser.errors import CheckpointError, SerError
 from ser.evaluate import compute_metrics, evaluate, most_confused
 from ser.featurize import featurize
 from ser.store import Store
-from ser.train import TrainConfig, apply_overrides, parse_sweep, train
+from ser.train import TrainConfig, grid_points, apply_overrides, parse_sweep, train
 
 QUIET = dict(log=lambda m: None)
 
@@ -103,6 +103,11 @@ def test_sweep_table_has_one_row_per_grid_point(array_store: Path, tmp_path: Pat
     winner = table.iloc[0]
     assert best.train_config["optimizer"] == winner["optimizer"]
     assert best.train_config["lr"] == float(winner["lr"])
+    # every run is scored on the test split too, and the figure is evaluate's own
+    for _, row in table.iterrows():
+        ev = evaluate(tmp_path / row["run"] / "best.pt", split="test", **QUIET)
+        assert float(row["test_accuracy"]) == round(ev.metrics["accuracy"], 4)
+        assert float(row["test_macro_f1"]) == round(ev.metrics["f1_macro"], 4)
 
 
 def test_sweep_values_with_commas_use_a_bar() -> None:
@@ -112,6 +117,23 @@ def test_sweep_values_with_commas_use_a_bar() -> None:
     assert cfg.hparams["filters"] == [8, 8] and cfg.hparams["kernels"] == [[1, 3], [3, 5]] and cfg.lr == 0.01
     with pytest.raises(SerError, match="KEY=V1,V2"):
         parse_sweep(["optimizer"])
+
+
+def test_joined_sweep_keys_change_together(array_store: Path, tmp_path: Path) -> None:
+    """The study's cnn2d table is a list of (filters, kernels) rows, not their product."""
+    grid = parse_sweep(["filters+kernels=4,4;1x3,3x5|8;3x3", "lr=0.01,0.001"])
+    assert grid_points(grid) == [
+        {"filters": "4,4", "kernels": "1x3,3x5", "lr": "0.01"}, {"filters": "4,4", "kernels": "1x3,3x5", "lr": "0.001"},
+        {"filters": "8", "kernels": "3x3", "lr": "0.01"}, {"filters": "8", "kernels": "3x3", "lr": "0.001"}]
+    with pytest.raises(SerError, match="2 parts separated by ';'"):
+        parse_sweep(["filters+kernels=4,4;1x3,3x5|8"])
+    train(array_store, TrainConfig(model="cnn2d", epochs=1, batch_size=32, patience=0), tmp_path, device="cpu",
+          sweep_grid=parse_sweep(["filters+kernels=4,4;1x3,3x5|8;3x3"]), **QUIET)
+    table = pd.read_csv(tmp_path / "results.csv", dtype=str)
+    assert sorted(zip(table["filters"], table["kernels"])) == [("4,4", "1x3,3x5"), ("8", "3x3")]
+    for _, row in table.iterrows():
+        hp = load_checkpoint(tmp_path / row["run"] / "best.pt").hparams
+        assert [list(k) for k in hp["kernels"]] == [[int(n) for n in k.split("x")] for k in row["kernels"].split(",")]
 
 
 def test_metrics_agree_with_scikit_learn() -> None:

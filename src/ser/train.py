@@ -428,19 +428,40 @@ def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
 # -- sweeps ------------------------------------------------------------------------------------
 def parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
     """``["optimizer=adam,sgd", "filters=128,64|256,128"]`` -> grid axes. Values that contain
-    commas themselves (filters, kernels) are separated by ``|``."""
+    commas themselves (filters, kernels) are separated by ``|``.
+
+    Keys joined by ``+`` form one axis whose values change together (a list of rows, not a
+    product): ``filters+kernels=128,64;1x3,3x5|512,256;3x5,3x5`` is two runs, each value giving
+    the keys' parts separated by ``;``.
+    """
     grid: dict[str, list[str]] = {}
     for item in items:
         if "=" not in item:
             raise SerError(f"--sweep {item!r} is not KEY=V1,V2")
         key, values = item.split("=", 1)
-        key = key.strip().replace("-", "_")
-        sep = "|" if "|" in values else ","
+        key = "+".join(k.strip().replace("-", "_") for k in key.split("+"))
+        sep = "|" if ("|" in values or "+" in key) else ","
         vals = [v.strip() for v in values.split(sep) if v.strip()]
         if not vals:
             raise SerError(f"--sweep {item!r} has no values")
+        n_keys = len(key.split("+"))
+        for v in vals:
+            if n_keys > 1 and len(v.split(";")) != n_keys:
+                raise SerError(f"--sweep {item!r}: value {v!r} needs {n_keys} parts separated by ';' "
+                               f"(one per key of {key})")
         grid[key] = vals
     return grid
+
+
+def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
+    """Every point of the grid as plain ``{key: value}`` overrides (joined axes split apart)."""
+    points = []
+    for values in itertools.product(*grid.values()):
+        point: dict[str, str] = {}
+        for key, value in zip(grid, values):
+            point.update(zip(key.split("+"), value.split(";")) if "+" in key else [(key, value)])
+        points.append(point)
+    return points
 
 
 _TOP_LEVEL_CASTS: dict[str, Callable[[str], Any]] = {
@@ -466,11 +487,12 @@ def sweep(base: TrainConfig, grid: dict[str, list[str]], data: TrainData, out_di
     """Train every grid point from one load of the store; write results.csv/.md and the winner's best.pt."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    keys = list(grid)
+    from .evaluate import evaluate
+
     results = []
-    points = list(itertools.product(*(grid[k] for k in keys)))
-    for i, values in enumerate(points, 1):
-        overrides = dict(zip(keys, values))
+    points = grid_points(grid)
+    has_test = len(data.store.rows("test")) > 0
+    for i, overrides in enumerate(points, 1):
         cfg = apply_overrides(base, overrides)
         name = "-".join(f"{k}={v}".replace("/", "_").replace("|", "_").replace(",", "_") for k, v in overrides.items())
         log(f"[{i}/{len(points)}] {name}")
@@ -478,6 +500,12 @@ def sweep(base: TrainConfig, grid: dict[str, list[str]], data: TrainData, out_di
         results.append({**overrides, "run": name, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                         "val_accuracy": round(res.best_val_accuracy, 4), "val_macro_f1": round(res.best_val_macro_f1, 4),
                         "seconds": round(res.seconds, 1)})
+        if has_test:  # reported beside each run; the winner is still picked on validation alone
+            ev = evaluate(res.out_dir / "best.pt", store=data.store.path, split="test",
+                          out_dir=res.out_dir / "test", device=device.type, log=log)
+            results[-1].update(test_accuracy=round(ev.metrics["accuracy"], 4),
+                               test_macro_f1=round(ev.metrics["f1_macro"], 4))
+            log(f"    test accuracy {ev.metrics['accuracy']:.4f}, macro-F1 {ev.metrics['f1_macro']:.4f}")
     results.sort(key=lambda r: (-r["val_macro_f1"], -r["val_accuracy"]))
     with open(out_dir / "results.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(results[0]))
