@@ -71,7 +71,9 @@ def test_shift_zero_fills_instead_of_wrapping(y: np.ndarray) -> None:
     for seed in range(10):
         out = time_shift(y, sr=SR, rng=np.random.default_rng(seed), max_shift_s=0.1)
         assert out.shape == y.shape
-        k = int(np.random.default_rng(seed).integers(-int(0.1 * SR), int(0.1 * SR) + 1))
+        step = int(0.016 * SR)  # whole STFT hops at the default config
+        k = step * int(np.random.default_rng(seed).integers(-(int(0.1 * SR) // step), int(0.1 * SR) // step + 1))
+        assert k % 256 == 0
         if k >= 0:
             np.testing.assert_array_equal(out[k:], y[: y.shape[0] - k])
             assert not np.any(out[:k])

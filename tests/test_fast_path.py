@@ -127,6 +127,60 @@ def test_a_batch_equals_its_rows_one_by_one() -> None:
         np.testing.assert_allclose(batch["mel"][i], one["mel"], rtol=0, atol=1e-4)
 
 
+def _shifted(y: np.ndarray, k: int) -> np.ndarray:
+    out = np.zeros_like(y)
+    if k >= 0:
+        out[k:] = y[: y.shape[0] - k]
+    else:
+        out[:k] = y[-k:]
+    return out
+
+
+@pytest.mark.parametrize("k", [7 * 256, -9 * 256, 19 * 256, -18 * 256, 300, -1])
+def test_a_shifted_copy_reuses_the_originals_frames_and_equals_its_own_extraction(
+        k: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ser.features as features
+
+    y = voice("ANG", 2.5, 7)
+    waves = [y, (y * np.float32(0.5)).astype(np.float32), _shifted(y, k)]
+    computed = []
+    spectral = features._spectral_frames
+    monkeypatch.setattr(features, "_spectral_frames",
+                        lambda frames, rows, *a: computed.append(rows.shape[0]) or spectral(frames, rows, *a))
+    batch = extract_many(waves, DEFAULT)
+    total = int(batch["n_frames"].sum())
+    if k % 256 == 0:  # whole hops: the copy's inner frames and its zero fill are computed once
+        assert computed[0] < total - int(0.8 * batch["n_frames"][2])
+    else:
+        assert computed[0] == total
+    for i, w in enumerate(waves):
+        one = extract(w, DEFAULT)
+        np.testing.assert_allclose(batch["descriptors"][i], one["descriptors"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(batch["mel"][i], one["mel"], rtol=0, atol=1e-4)
+
+
+def test_a_copy_that_only_looks_shifted_is_computed_in_full(monkeypatch: pytest.MonkeyPatch) -> None:
+    import ser.features as features
+
+    y = voice("SAD", 2.0, 8)
+    y[-2000:] = 0.0  # the last non-zero samples then give the shift as a candidate too
+    fake = _shifted(y, 4 * 256)
+    fake[10_000] += np.float32(0.25)  # same first and last non-zero samples, one sample differs
+    noisy_fill = _shifted(y, 4 * 256)
+    noisy_fill[5] = np.float32(1e-3)  # the zero fill is not all zeros
+    for w in (fake, noisy_fill):
+        computed = []
+        spectral = features._spectral_frames
+        monkeypatch.setattr(features, "_spectral_frames",
+                            lambda frames, rows, *a: computed.append(rows.shape[0]) or spectral(frames, rows, *a))
+        batch = extract_many([y, w], DEFAULT)
+        assert computed == [int(batch["n_frames"].sum())]
+        one = extract(w, DEFAULT)
+        np.testing.assert_allclose(batch["descriptors"][1], one["descriptors"], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(batch["mel"][1], one["mel"], rtol=0, atol=1e-4)
+        monkeypatch.setattr(features, "_spectral_frames", spectral)
+
+
 @pytest.mark.parametrize("n_fft,hop", [(1000, 256), (512, 160)])
 def test_zcr_and_rms_follow_librosa_when_a_frame_is_not_whole_hops(n_fft: int, hop: int) -> None:
     import librosa

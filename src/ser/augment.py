@@ -153,15 +153,23 @@ def time_stretch(y: np.ndarray, *, sr: int, rng: np.random.Generator,
 
 
 def time_shift(y: np.ndarray, *, sr: int, rng: np.random.Generator,
-               max_shift_s: float = 0.3) -> np.ndarray:
+               max_shift_s: float = 0.3, step_s: float = 0.016) -> np.ndarray:
     """Shift the signal in time by up to ``max_shift_s`` seconds either way, zero-filling.
 
     Zero-filling rather than rolling keeps the end of an utterance from wrapping to its start.
     A clip shorter than twice the shift moves by at most half its length, so it never
     leaves the frame entirely (and the slices below always have matching lengths).
+
+    The shift is a whole number of ``step_s`` (16 ms: 256 samples at 16 kHz, the default STFT
+    hop), so the shifted copy's STFT frames are the original's and
+    :func:`ser.features.extract_many` computes them once. A clip too short for one step
+    shifts by whole samples.
     """
     limit = min(int(max_shift_s * sr), y.shape[0] // 2)
-    k = int(rng.integers(-limit, limit + 1))
+    step = max(1, int(round(step_s * sr)))
+    if limit < step:
+        step = 1
+    k = step * int(rng.integers(-(limit // step), limit // step + 1))
     out = np.zeros_like(y)
     if k >= 0:
         out[k:] = y[: y.shape[0] - k]

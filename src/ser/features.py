@@ -473,8 +473,99 @@ def _rolloff_bins(mag: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
     return np.minimum(group * g + j, last)
 
 
-def _spectral_frames(batch: _Batch, cfg: FeatureConfig, b: _Bases) -> dict[str, np.ndarray]:
-    """Everything per frame that reads the STFT, for every frame of the batch, block by block.
+_SCAN = 2048  # samples per step of the non-zero scans: a clip's first one is usually near an end
+
+
+def _first_nonzero(y: np.ndarray) -> int:
+    """Index of the first non-zero sample (``len(y)`` if none)."""
+    if y.shape[0] and y[0] != 0:
+        return 0
+    for start in range(0, y.shape[0], _SCAN):
+        nz = y[start:start + _SCAN] != 0
+        if nz.any():
+            return start + int(np.argmax(nz))
+    return y.shape[0]
+
+
+def _last_nonzero(y: np.ndarray) -> int:
+    """Index of the last non-zero sample (-1 if none)."""
+    if y.shape[0] and y[-1] != 0:
+        return y.shape[0] - 1
+    for end in range(y.shape[0], 0, -_SCAN):
+        nz = y[max(0, end - _SCAN):end] != 0
+        if nz.any():
+            return max(0, end - _SCAN) + nz.shape[0] - 1 - int(np.argmax(nz[::-1]))
+    return -1
+
+
+def _shift_span(y: np.ndarray, y0: np.ndarray, k: int, cfg: FeatureConfig) -> tuple[int, int] | None:
+    """``(lo, hi)`` if ``y`` is ``y0`` shifted by ``k`` samples, a whole number of hops, zero-filled:
+    ``y[i] == y0[i - k]`` for ``i`` in ``[lo, hi)`` and ``y`` is zero elsewhere; else None."""
+    n, n0 = y.shape[0], y0.shape[0]
+    lo, hi = max(0, k), min(n, n0 + k)
+    if k == 0 or k % cfg.hop_length or hi - lo < 2 * cfg.n_fft:  # (an unshifted copy: not worth a scan)
+        return None
+    step = (hi - lo) // 16  # most waveforms that are no copy differ at once on these 16 samples
+    if (not np.array_equal(y[lo:hi:step], y0[lo - k:hi - k:step]) or y[:lo].any() or y[hi:].any()
+            or not np.array_equal(y[lo:hi], y0[lo - k:hi - k])):
+        return None
+    return lo, hi
+
+
+def _repeated_frames(batch: _Batch, cfg: FeatureConfig) -> np.ndarray | None:
+    """For each frame of the batch, an equal frame to compute instead (itself if none), or None.
+
+    A time-shifted copy (:func:`ser.augment.time_shift`, zero-filled, by a whole number of hops)
+    repeats the first waveform's frames: frame ``t`` of ``y[i] = y0[i - k]`` reads the samples
+    frame ``t - k / hop`` of ``y0`` reads, wherever neither frame reaches past the samples the two
+    share (the STFT's padding differs there), and a frame inside the zero fill is all zeros.
+    Those frames are computed once. Candidate shifts come from where the waveforms' non-zero
+    samples begin (or end); a candidate is used only after :func:`_shift_span` checked the
+    samples, so any waveform is safe here, and one that is no such copy costs a short scan.
+    """
+    hop, half = cfg.hop_length, cfg.n_fft // 2
+    waves, bounds = batch.waves, batch.bounds
+    y0 = waves[0]
+    if y0.shape[0] <= half or len(waves) < 2:
+        return None
+    first0 = _first_nonzero(y0)
+    last0 = None
+    source = None
+    for j in range(1, len(waves)):
+        y = waves[j]
+        n = y.shape[0]
+        first = _first_nonzero(y)
+        if n <= half or first == n:  # too short to reflect, or all zeros
+            continue
+        k = first - first0
+        span = _shift_span(y, y0, k, cfg)
+        if span is None:  # y0 may start inside the part a negative shift cut off: try the ends
+            last0 = _last_nonzero(y0) if last0 is None else last0
+            k = _last_nonzero(y) - last0
+            span = _shift_span(y, y0, k, cfg)
+            if span is None:
+                continue
+        lo, hi = span
+        if source is None:
+            source = np.arange(int(bounds[-1]))
+        t = np.arange(int(batch.n_frames[j]))
+        centre = t * hop
+        inside = (centre - half >= lo) & (centre + half <= hi)
+        source[bounds[j] + t[inside]] = bounds[0] + t[inside] - k // hop
+        # y is zero outside [lo, hi): frames wholly inside that fill, their reflected padding
+        # included, are all zeros, and every one equals the first
+        if k > 0:
+            zero = centre + half < lo
+        else:
+            zero = (centre - half >= hi) & (2 * (n - 1) - (centre + half - 1) >= hi)
+        if zero.any():
+            z = bounds[j] + t[zero]
+            source[z] = z[0]
+    return source
+
+
+def _spectral_frames(frames: np.ndarray, rows: np.ndarray, cfg: FeatureConfig, b: _Bases) -> dict[str, np.ndarray]:
+    """Everything per frame that reads the STFT, for the frames ``frames[rows]``, block by block.
 
     Returns ``(..., frames)`` arrays: ``mel_power`` (both mel banks), ``chroma``
     (unnormalised), ``moments`` (sums of m, f m, f^2 m over bins, f in kHz), ``log_mean`` and
@@ -483,7 +574,6 @@ def _spectral_frames(batch: _Batch, cfg: FeatureConfig, b: _Bases) -> dict[str, 
     """
     import scipy.fft
 
-    frames, rows = _frame_rows(batch, cfg)
     total = rows.shape[0]
     n_bins = 1 + cfg.n_fft // 2
     n_bands = cfg.n_contrast_bands + 1
@@ -567,7 +657,14 @@ def extract_many(waves: Sequence[np.ndarray], cfg: FeatureConfig) -> dict[str, A
     """
     b = _bases(cfg)
     batch = _batch(waves, cfg)
-    s = _spectral_frames(batch, cfg, b)
+    frames, rows = _frame_rows(batch, cfg)
+    source = _repeated_frames(batch, cfg)
+    if source is None:
+        s = _spectral_frames(frames, rows, cfg, b)
+    else:  # compute each distinct frame once, then lay the results out frame by frame
+        own = source == np.arange(source.shape[0])  # a frame repeats an earlier one, or itself
+        column = (np.cumsum(own) - 1)[source]
+        s = {key: value[..., column] for key, value in _spectral_frames(frames, rows[own], cfg, b).items()}
     bounds, n_desc = batch.bounds, cfg.n_desc_mels
     total = int(bounds[-1])
 
