@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +16,14 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner, Result
 
+import ser.featurize as featurize_mod
 from ser.cli import main
-from ser.errors import SerError
-from ser.featurize import featurize, plan
+from ser.errors import SerError, StoreError
+from ser.featurize import ClipResult, _Committer, _rows_meta, featurize, plan
 from ser.labels import CREMAD_EMOTIONS
 from ser.splits import assign_splits
-from ser.store import Store, StoreWriter, read_attrs, work_dir
+from ser.store import (META_COLUMNS, META_STRING_COLUMNS, Store, StoreWriter, _as_plain, _table_frame,
+                       read_attrs, work_dir)
 from ser.synth import synth_voice
 
 # tiny corpora are too small to stratify every split; the library warns, as it should
@@ -188,6 +192,151 @@ def test_resume_after_an_interrupted_run_gives_the_clean_runs_store(small_store:
     assert summary.n_done_before == 16  # two batches of 8 clips
     assert any("resuming" in m and "16 of 48" in m for m in logs)
     assert_same_store(small_store, cfg.out)
+
+
+def _rows_meta_row_by_row(clips: pd.DataFrame, results: list[ClipResult]) -> pd.DataFrame:
+    """The meta frame as featurize built it before it was vectorised: a dict per row."""
+    records = []
+    for r in results:
+        clip = clips.loc[r.index]
+        for aug, nf in zip(r.augments, r.n_frames):
+            rec = {c: clip[c] for c in ("clip_id", "path", "dataset", "speaker", "emotion", "label", "split",
+                                         "sentence", "intensity", "sex", "age")}
+            rec.update(augment=aug, duration_s=r.duration_s, n_frames=nf)
+            records.append(rec)
+    return pd.DataFrame.from_records(records)
+
+
+@pytest.mark.parametrize("strings", ["object", "inferred"])
+def test_rows_meta_matches_the_row_by_row_build(strings: str) -> None:
+    columns = {
+        "clip_id": ["a", "b", "c", "d"], "path": ["x/a.wav", "x/b.wav", "x/c.wav", "x/d.wav"],
+        "dataset": ["cremad"] * 4, "speaker": ["1001", "1002", None, "1004"],
+        "emotion": ["ANG", "SAD", "ANG", "HAP"], "sentence": ["DFA", np.nan, "IEO", "ITS"],
+        "intensity": ["XX"] * 4, "sex": ["Male", "Female", np.nan, ""], "split": ["train", "test", "train", "val"],
+    }
+    clips = pd.DataFrame({c: pd.Series(v, dtype=object if strings == "object" else None) for c, v in columns.items()})
+    clips["age"] = [30.0, np.nan, 41.0, 22.0]
+    clips["label"] = np.array([0, 1, 0, 2], dtype=np.int64)
+    clips.index = [10, 11, 12, 13]  # labels, not positions; results come in any order
+    results = [ClipResult(index=12, augments=["none", "noise", "shift"], n_frames=[5, 5, 4], duration_s=1.25),
+               ClipResult(index=10, augments=["none"], n_frames=[7], duration_s=0.5),
+               ClipResult(index=13, augments=["none", "noise"], n_frames=[3, 3], duration_s=2.0)]
+    old, new = _rows_meta_row_by_row(clips, results), _rows_meta(clips, results)
+    assert list(new.columns) == list(old.columns)
+    if strings == "inferred":  # from an object table, missing strings stay None where pandas made them NaN
+        pd.testing.assert_frame_equal(new, old, check_dtype=False)
+    # what the store keeps of them is identical, dtypes included
+    kept = [_table_frame(_as_plain(m.loc[:, list(META_COLUMNS)], META_STRING_COLUMNS), META_COLUMNS)
+            for m in (old, new)]
+    pd.testing.assert_frame_equal(kept[1], kept[0])
+
+
+def test_the_committer_commits_in_order_and_raises_the_first_error_in_the_caller() -> None:
+    done: list[int] = []
+
+    def commit(i: int) -> None:
+        time.sleep(0.01)
+        if i == 3:
+            raise StoreError("disk full at 3")
+        done.append(i)
+
+    c = _Committer(commit)
+    for i in range(3):
+        c.put(i)
+    with pytest.raises(StoreError, match="disk full at 3"):
+        for i in range(3, 1000):
+            c.put(i)  # the error comes back at a later hand-off ...
+            time.sleep(0.01)
+    with pytest.raises(StoreError, match="disk full at 3"):
+        c.close()  # ... and again at the end
+    c.drain()  # idempotent, and quiet
+    assert done == [0, 1, 2]  # nothing after the failed batch is committed
+    assert not c._thread.is_alive()
+
+
+def test_the_committer_holds_at_most_one_waiting_batch() -> None:
+    gate = threading.Event()
+    started = threading.Event()
+
+    def commit(i: int) -> None:
+        started.set()
+        gate.wait(5)
+
+    c = _Committer(commit)
+    c.put(0)
+    started.wait(5)
+    c.put(1)  # waits in the queue while 0 is committed
+    blocked = threading.Thread(target=c.put, args=(2,))
+    blocked.start()
+    blocked.join(0.3)
+    assert blocked.is_alive()  # a third batch waits for room: memory stays bounded
+    gate.set()
+    blocked.join(5)
+    c.close()
+    assert not blocked.is_alive() and not c._thread.is_alive()
+
+
+def _two_emotions(small_store_config, out: Path, **kw: Any):
+    return dataclasses.replace(small_store_config, out=out, emotions=("ANG", "SAD"), augment=("noise",), **kw)
+
+
+def test_a_commit_error_stops_featurize_with_its_message_and_the_rerun_finishes(
+        small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", batch_clips=4)
+    featurize(clean, progress=False, log=quiet)
+    cfg = _two_emotions(small_store_config, tmp_path / "full.h5", batch_clips=4)
+    real = StoreWriter._write_part
+    calls: list[int] = []
+
+    def full_on_the_second(self: StoreWriter, *args: Any) -> None:
+        calls.append(1)
+        if len(calls) == 2:
+            raise OSError(28, "No space left on device")
+        real(self, *args)
+
+    monkeypatch.setattr(StoreWriter, "_write_part", full_on_the_second)
+    with pytest.raises(StoreError, match="No space left on device.*rows committed before it are safe"):
+        featurize(cfg, progress=False, log=quiet)
+    assert len(calls) == 2  # the batches handed over after the failed one were never written
+    assert sorted(p.name for p in work_dir(cfg.out).iterdir() if p.name.startswith("part-")) == ["part-000000.h5"]
+    monkeypatch.undo()
+    summary = featurize(cfg, progress=False, log=quiet)  # the lock was released: the rerun resumes
+    assert summary.n_done_before == 4
+    assert_same_store(clean.out, cfg.out)
+
+
+def test_ctrl_c_during_compute_keeps_the_batches_already_handed_over(
+        small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", batch_clips=4)
+    featurize(clean, progress=False, log=quiet)
+    cfg = _two_emotions(small_store_config, tmp_path / "stopped.h5", batch_clips=4)
+    real_write, real_clip = StoreWriter._write_part, featurize_mod.process_clip
+    clips_seen: list[int] = []
+
+    def slow_disk(self: StoreWriter, *args: Any) -> None:
+        time.sleep(0.3)  # commits lag behind the compute: batches wait in the hand-off
+        real_write(self, *args)
+
+    def ctrl_c_at_clip_13(*args: Any, **kw: Any) -> ClipResult:
+        clips_seen.append(1)
+        if len(clips_seen) == 13:
+            raise KeyboardInterrupt
+        return real_clip(*args, **kw)
+
+    monkeypatch.setattr(StoreWriter, "_write_part", slow_disk)
+    monkeypatch.setattr(featurize_mod, "process_clip", ctrl_c_at_clip_13)
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        featurize(cfg, progress=False, log=logs.append)
+    monkeypatch.undo()
+    # the three batches handed over before the Ctrl-C are all committed, and the message says so
+    committed = Store(cfg.out, require_complete=False)
+    assert committed.meta()["clip_id"].nunique() == 12
+    assert any(f"interrupted: {committed.n_rows} rows are safely committed" in m for m in logs), logs
+    summary = featurize(cfg, progress=False, log=quiet)
+    assert summary.n_done_before == 12
+    assert_same_store(clean.out, cfg.out)
 
 
 # -- filters, extremes, corpora ------------------------------------------------------------------

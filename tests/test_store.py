@@ -288,3 +288,126 @@ def test_read_attrs_refuses_what_is_not_a_store(tmp_path: Path) -> None:
         f.attrs["ser_schema_version"] = SCHEMA_VERSION + 1
     with pytest.raises(StoreError, match="schema version"):
         Store(future, require_complete=False)
+
+
+# -- merging: mel chunks copied as stored ---------------------------------------------------------
+
+
+def _raw_chunks(path: Path) -> list[tuple[int, bytes]]:
+    with h5py.File(path, "r") as f:
+        mel = f["mel"]
+        return [mel.id.read_direct_chunk((i, 0, 0)) for i in range(mel.shape[0])]
+
+
+def test_finish_copies_the_mel_chunks_as_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _writer(tmp_path / "s.h5")
+    batches = [_batch(0, 2), _batch(2, 3)]
+    copies = []
+    real = store_mod._copy_chunks
+    monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real(*a)))
+    for b in batches:
+        w.append(*b)
+    assert copies == [2, 3]  # a fresh store grows as each part commits, chunk for chunk
+    parts = sorted(work_dir(w.path).glob("part-*.h5"))
+    committed = [chunk for part in parts for chunk in _raw_chunks(part)]
+    w.finish()
+    assert copies == [2, 3]  # and finish copies nothing again
+    assert _raw_chunks(w.path) == committed  # checksums included
+    with h5py.File(w.path, "r") as f:
+        assert f["mel"].chunks == (1, 4, 3) and f["mel"].fletcher32
+    store = Store(w.path)
+    store.verify()
+    np.testing.assert_array_equal(store.read("mel", np.arange(5)), np.concatenate([b[1] for b in batches]))
+
+
+def test_a_store_grown_batch_by_batch_equals_one_merged_from_its_parts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = [_batch(0, 2), _batch(2, 3), _batch(5, 1)]
+    grown = _writer(tmp_path / "grown.h5")
+    for b in batches:
+        grown.append(*b)
+    grown.finish()
+    # growing fails at the second batch (say the disk filled up): finish merges the parts instead
+    real = store_mod._copy_chunks
+    calls = []
+
+    def flaky(*a):
+        calls.append(a[2])
+        if len(calls) == 2:
+            raise OSError("no space left on device")
+        return real(*a)
+
+    monkeypatch.setattr(store_mod, "_copy_chunks", flaky)
+    merged = _writer(tmp_path / "merged.h5")
+    for b in batches:
+        merged.append(*b)
+    assert not (work_dir(merged.path) / "merged.h5.tmp").exists()  # dropped at the failure
+    merged.finish()
+    assert calls == [2, 3, 2, 3, 1]  # grown twice, then every part merged at the end
+    a, b = Store(grown.path), Store(merged.path)
+    a.verify()
+    b.verify()
+    for family in ("descriptors", "mel"):
+        np.testing.assert_array_equal(a.read(family, np.arange(6)), b.read(family, np.arange(6)))
+    pd.testing.assert_frame_equal(a.meta(), b.meta())
+
+
+def test_finish_decodes_a_base_store_chunked_another_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _writer(tmp_path / "s.h5")
+    w.append(*_batch(0, 3))
+    w.finish()
+    with h5py.File(w.path, "a") as f:  # a base store whose mel is chunked otherwise, without checksums
+        mel = f["mel"][:]
+        del f["mel"]
+        f.create_dataset("mel", data=mel, maxshape=(None, 4, 3), chunks=(2, 4, 3))
+    again = _writer(w.path)
+    assert again.resumed and again.n_rows == 3
+    again.append(*_batch(3, 2))
+    copies = []
+    real = store_mod._copy_chunks
+    monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real(*a)))
+    again.finish()
+    assert copies == [2]  # only the new part; the base store's rows were decoded and re-encoded
+    store = Store(w.path)
+    store.verify()
+    np.testing.assert_array_equal(store.read("mel", np.arange(5)), np.concatenate([mel, _batch(3, 2)[1]]))
+    with h5py.File(w.path, "r") as f:
+        assert f["mel"].chunks == (1, 4, 3) and f["mel"].fletcher32
+
+
+def test_a_part_chunk_damaged_on_disk_is_caught_when_the_store_is_read(tmp_path: Path) -> None:
+    """Chunks are merged without decoding them: a flipped byte in a committed part is not seen by
+    finish, but its Fletcher-32 checksum travels with it, so every read of that row fails."""
+    w = _writer(tmp_path / "s.h5")
+    w.append(*_batch(0, 3))
+    w.close()
+    part = work_dir(w.path) / "part-000000.h5"
+    with h5py.File(part, "r") as f:
+        info = f["mel"].id.get_chunk_info(1)
+    data = bytearray(part.read_bytes())
+    data[info.byte_offset + 8] ^= 0x5A
+    part.write_bytes(bytes(data))
+    again = _writer(w.path)
+    again.finish()
+    store = Store(w.path)
+    for row in (0, 2):
+        np.testing.assert_array_equal(store.read("mel", np.array([row])), _batch(0, 3)[1][[row]])
+    with pytest.raises(StoreError, match="corrupt"):
+        store.read("mel", np.array([1]))
+    with pytest.raises(StoreError, match="corrupt"):
+        store.verify()
+
+
+def test_finish_returns_the_meta_it_wrote(tmp_path: Path) -> None:
+    w = _writer(tmp_path / "s.h5")
+    w.append(*_batch(0, 2))
+    w.close()
+    again = _writer(w.path)  # one part from an earlier writer (read back), one from this one (at hand)
+    again.append(*_batch(2, 2))
+    again.add_failures(pd.DataFrame({"clip_id": ["clip5"], "path": ["clip5.wav"], "reason": ["silent"]}))
+    meta = again.finish()
+    # the same rows and values (pandas may read the strings back with its own string dtype)
+    pd.testing.assert_frame_equal(meta, pd.read_hdf(w.path, "meta"), check_dtype=False)
+    assert list(meta["clip_id"]) == [f"clip{i}" for i in range(4)]
+    assert list(Store(w.path).failures()["clip_id"]) == ["clip5"]
+    assert _writer(w.path).finish() is None  # nothing new to add: the store is left as it was

@@ -1,5 +1,6 @@
 """The featurize job: scan, split, then decode → augment → extract in worker processes,
-while the parent alone writes the store in batches.
+while the parent alone writes the store in batches (on one thread of its own, so committing
+a batch overlaps computing the next).
 
 Workers never touch the store; they return arrays. Results come back in plan order, so
 the store's row order depends only on the corpus and the arguments, never on scheduling,
@@ -9,7 +10,9 @@ and an interrupted run resumes by skipping the clips already committed.
 from __future__ import annotations
 
 import os
+import queue
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,16 +266,89 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig) -> Ite
                     yield from part
 
 
+#: Meta columns copied from the clip table, in the order the meta frame has them.
+_CLIP_META_COLUMNS = ("clip_id", "path", "dataset", "speaker", "emotion", "label", "split", "sentence",
+                      "intensity", "sex", "age")
+
+
 def _rows_meta(clips: pd.DataFrame, results: list[ClipResult]) -> pd.DataFrame:
-    records = []
-    for r in results:
-        clip = clips.loc[r.index]
-        for aug, nf in zip(r.augments, r.n_frames):
-            rec = {c: clip[c] for c in ("clip_id", "path", "dataset", "speaker", "emotion", "label", "split",
-                                         "sentence", "intensity", "sex", "age")}
-            rec.update(augment=aug, duration_s=r.duration_s, n_frames=nf)
-            records.append(rec)
-    return pd.DataFrame.from_records(records)
+    """One meta row per variant of each result, in order: the clip's columns, then the variant's."""
+    counts = np.array([len(r.augments) for r in results], dtype=np.int64)
+    rows = np.repeat(np.array([r.index for r in results], dtype=np.int64), counts)
+    meta = clips.loc[rows, list(_CLIP_META_COLUMNS)].reset_index(drop=True)
+    meta["augment"] = [aug for r in results for aug in r.augments]
+    meta["duration_s"] = np.repeat(np.array([r.duration_s for r in results], dtype=np.float64), counts)
+    meta["n_frames"] = np.array([nf for r in results for nf in r.n_frames], dtype=np.int64)
+    return meta
+
+
+class _Committer:
+    """Commits batches on one background thread, in the order they are handed over.
+
+    ``os.fsync`` releases the GIL, so a batch's commit overlaps the next batch's compute. At
+    most one batch waits while another is being committed: memory stays bounded. The first
+    error (a :class:`StoreError`, a KeyboardInterrupt raised in ``commit``, anything) stops
+    all later commits and is raised in the calling thread, at the next :meth:`put` or at
+    :meth:`close`. :meth:`close` returns once every batch handed over is committed (or the
+    error came), so the writer's row count is final afterwards.
+
+    Only the calling (main) thread can be interrupted by Ctrl-C, possibly in the middle of
+    ``Queue.put``; the committing thread therefore waits with a timeout and checks again, so
+    a wake-up lost that way delays a commit by at most :attr:`POLL_S`, never hangs it.
+    """
+
+    POLL_S = 0.1
+
+    def __init__(self, commit: Callable[..., None]) -> None:
+        self._commit = commit
+        self._queue: queue.Queue = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ser-store-commit", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            try:
+                batch = self._queue.get(timeout=self.POLL_S)
+            except queue.Empty:
+                # stop is set only after the last put returned: an empty queue then means done
+                if self._stop.is_set() and self._queue.empty():
+                    return
+                continue
+            if batch is None:  # close()'s wake-up, queued after every batch
+                return
+            if self._error is None:  # after an error, later batches are dropped, never committed
+                try:
+                    self._commit(*batch)
+                except BaseException as exc:  # noqa: BLE001 - raised in the caller's thread
+                    self._error = exc
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, *batch: Any) -> None:
+        """Hand over one batch (the arguments of ``commit``); raises an earlier commit's error."""
+        self._raise()
+        self._queue.put(batch)  # blocks while the previous batch waits: the thread is committing
+
+    def close(self) -> None:
+        """Wait until every batch handed over is committed; raises a commit's error. Idempotent."""
+        self._stop.set()
+        try:
+            self._queue.put_nowait(None)  # wakes the thread now rather than at its next poll
+        except queue.Full:
+            pass
+        self._thread.join()
+        self._raise()
+
+    def drain(self) -> None:
+        """:meth:`close`, without raising a commit's error (for when another exception is on its way)."""
+        try:
+            self.close()
+        except BaseException:  # noqa: BLE001 - the exception already propagating is the one to report
+            pass
 
 
 def plan_digest(clips: pd.DataFrame) -> str:
@@ -289,8 +365,10 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
               log: Callable[[str], None] = lambda msg: print(msg, file=sys.stderr)) -> FeaturizeSummary:
     """Run (or resume) a featurize job and return what it did.
 
-    Every batch is committed whole (see :mod:`ser.store`): a SIGKILL or Ctrl-C loses at most
-    the batch in flight, and running the same call again resumes where it stopped and gives
+    Every batch is committed whole (see :mod:`ser.store`), on a background thread while the
+    next one is computed (:class:`_Committer`). A Ctrl-C loses at most the batch being computed
+    (the ones already handed over are committed first); a SIGKILL at most that one and the two
+    in the committer's hands. Running the same call again resumes where it stopped and gives
     the store a clean run gives, row for row.
     """
     from .audio import refuse_audio_overwrite
@@ -308,6 +386,7 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
     with StoreWriter(out, run_config=rc, descriptor_names=descriptor_names(cfg.features),
                      overwrite=cfg.overwrite, plan_digest=plan_digest(clips)) as writer:
         bar = None
+        committer: _Committer | None = None
         try:
             done = writer.done_clip_ids()
             # files the scan could not use are failures too; recorded once, even across resumes
@@ -326,9 +405,10 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                 bar = tqdm(total=len(clips), initial=len(clips) - len(todo), unit="clip", desc="featurize",
                            file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
             pending: list[ClipResult] = []
+            committer = _Committer(writer.commit)  # one thread, first in first out: parts keep their order
 
             def flush() -> None:
-                """Commit the pending clips, their rows and their failures, as one batch."""
+                """Hand the pending clips, their rows and their failures, to the committer as one batch."""
                 ok = [r for r in pending if r.error is None]
                 bad = [r for r in pending if r.error is not None]
                 failures = pd.DataFrame({
@@ -337,10 +417,10 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                     "reason": [r.error for r in bad],
                 }) if bad else None
                 if ok:
-                    writer.commit(np.concatenate([r.descriptors for r in ok]),
+                    committer.put(np.concatenate([r.descriptors for r in ok]),
                                   np.concatenate([r.mel for r in ok]), _rows_meta(clips, ok), failures)
                 elif bad:
-                    writer.commit(failures=failures)
+                    committer.put(None, None, None, failures)
                 pending.clear()
 
             results = _results(jobs, cfg)
@@ -351,23 +431,29 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                 if len(pending) >= cfg.batch_clips:
                     flush()
             flush()
+            committer.close()  # every batch is committed (or its error raised) before the store is merged
             if bar is not None:
                 bar.close()
-            writer.finish()
+            merged_meta = writer.finish()
         except KeyboardInterrupt:
+            if committer is not None:  # what was handed over is committed, so the count below is right
+                committer.drain()
             if bar is not None:
                 bar.close()
             log(f"\ninterrupted: {writer.n_rows} rows are safely committed in {work_dir(out)}; "
                 "run the same command again to resume (or pass --overwrite to start over)")
             raise
         finally:
+            if committer is not None:  # on any error: no commit may run on after the writer closes
+                committer.drain()
             if bar is not None:
                 bar.close()
             if "results" in locals():  # restores the thread limits and stops the workers now, not at GC
                 results.close()
 
     store = Store(out)
-    meta = store.meta()
+    # the summary counts the rows just merged; a resume with nothing to add reads them from the store
+    meta = merged_meta if merged_meta is not None else store.meta()
     failures = store.failures()
     counts = meta.groupby(["split", "augment"]).size().unstack(fill_value=0) if len(meta) else pd.DataFrame()
     return FeaturizeSummary(store=out, n_clips=len(clips), n_rows=len(meta), n_failures=len(failures),

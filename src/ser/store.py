@@ -104,7 +104,7 @@ def _itemsizes(table: pd.DataFrame, columns: Iterable[str], floor: int = 8) -> d
     """PyTables string widths (UTF-8 bytes) wide enough for every value in ``table``."""
     sizes = {}
     for col in columns:
-        values = _plain_strings(table[col]) if col in table else pd.Series([""])
+        values = _plain_strings(table[col]).unique() if col in table else [""]
         longest = max((len(v.encode("utf-8")) for v in values), default=0)
         sizes[col] = max(floor, longest)
     return sizes
@@ -316,6 +316,18 @@ def _write_columns(group: Any, frame: pd.DataFrame, columns: Sequence[str]) -> N
             group.create_dataset(col, data=values, dtype=h5py.string_dtype("utf-8"))
 
 
+def _table_frame(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame``'s ``columns`` exactly as :func:`_read_columns` reads them back from a part written
+    by :func:`_write_columns` (plain object strings, numeric dtypes, rows numbered from 0)."""
+    data = {}
+    for col in columns:
+        if col in _NUMERIC:
+            data[col] = frame[col].to_numpy(dtype=_NUMERIC[col])
+        else:
+            data[col] = pd.Series(list(_plain_strings(frame[col])), dtype=object)
+    return pd.DataFrame(data)
+
+
 def _read_columns(path: Path, key: str, columns: Sequence[str], *, only: Sequence[str] | None = None) -> pd.DataFrame:
     """A part's ``meta`` or ``failures`` rows as a frame (plain object strings)."""
     import h5py
@@ -332,6 +344,32 @@ def _read_columns(path: Path, key: str, columns: Sequence[str], *, only: Sequenc
             else:
                 data[col] = pd.Series(list(group[col].asstr()[:]), dtype=object)
     return pd.DataFrame(data)
+
+
+def _filters(ds: Any) -> list[tuple]:
+    plist = ds.id.get_create_plist()
+    return [plist.get_filter(i) for i in range(plist.get_nfilters())]
+
+
+def _same_chunks(src: Any, dst: Any) -> bool:
+    """Whether ``src``'s stored chunks are valid chunks of ``dst`` as they are: one row per chunk
+    on both sides, the same dtype, row shape and filter pipeline (Fletcher-32 and its settings)."""
+    if not (hasattr(src.id, "read_direct_chunk") and hasattr(dst.id, "write_direct_chunk")):
+        return False
+    one_row = (1,) + tuple(dst.shape[1:])
+    return (src.chunks == dst.chunks == one_row and src.dtype == dst.dtype
+            and tuple(src.shape[1:]) == tuple(dst.shape[1:]) and _filters(src) == _filters(dst))
+
+
+def _copy_chunks(src: Any, dst: Any, rows: int, at: int) -> None:
+    """Copy the first ``rows`` rows of ``src`` to ``dst`` from row ``at``, chunk by chunk as stored
+    (see :func:`_same_chunks`): nothing is decoded or re-encoded. Each chunk's Fletcher-32 checksum
+    travels with it, so a chunk damaged in ``src`` fails its check whenever ``dst`` is read."""
+    read, write = src.id.read_direct_chunk, dst.id.write_direct_chunk
+    rest = (0,) * (len(dst.shape) - 1)
+    for i in range(rows):
+        mask, chunk = read((i,) + rest)
+        write((at + i,) + rest, chunk, mask)
 
 
 # -- store files -------------------------------------------------------------------------------
@@ -513,6 +551,11 @@ class StoreWriter:
         self.closed = False
         self._base: dict[str, Any] | None = None
         self._parts: list[_Part] = []
+        # (meta, failures) of the parts this writer committed, as _read_columns would read them back
+        self._tables: dict[int, tuple[pd.DataFrame | None, pd.DataFrame | None]] = {}
+        # the store's arrays, built in the work folder as each batch commits (see _grow)
+        self._live: Any = None
+        self._live_rows = 0
         if overwrite:
             _check_replaceable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -584,6 +627,8 @@ class StoreWriter:
                 entry.unlink()
         self.resumed = self.resumed or bool(self._parts)
         self.n_rows = (self._base["n_rows"] if self._base else 0) + sum(p.n_rows for p in self._parts)
+        # a fresh store grows its arrays batch by batch; a resumed one is merged at the end
+        self._grow_ok = self._base is None and not self._parts
 
     def done_clip_ids(self) -> set[str]:
         """Clip ids already written (as rows or as failures): a resumed run skips them."""
@@ -622,6 +667,9 @@ class StoreWriter:
         if n_fail:
             fail_frame = _as_plain(failures.loc[:, list(FAILURE_COLUMNS)], FAILURE_COLUMNS)
             fail_frame["reason"] = fail_frame["reason"].map(lambda r: _clip_bytes(r, _REASON_BYTES))
+        # the rows as _merge would read them back from the part: kept, so it need not
+        tables = (_table_frame(meta_frame, META_COLUMNS) if k else None,
+                  _table_frame(fail_frame, FAILURE_COLUMNS) if n_fail else None)
         seq = len(self._parts)
         final = _part_path(self.work, seq)
         tmp = final.with_name(final.name + ".tmp")
@@ -633,7 +681,58 @@ class StoreWriter:
             raise StoreError(f"cannot commit a batch to {self.work} ({exc}); the {self.n_rows} rows committed "
                              "before it are safe: fix the cause and run the same command again") from None
         self._parts.append(_Part(final, seq, k, n_fail))
+        self._tables[seq] = tables
         self.n_rows += k
+        if k and self._grow_ok:
+            self._grow(final, descriptors, k)
+
+    def _create_arrays(self, f: Any, n: int) -> tuple[Any, Any]:
+        d = f.create_dataset("descriptors", shape=(n, len(self.descriptor_names)),
+                             maxshape=(None, len(self.descriptor_names)), dtype="float32",
+                             chunks=(256, len(self.descriptor_names)), fletcher32=True)
+        d.attrs["names"] = _json_attr(self.descriptor_names)
+        m = f.create_dataset("mel", shape=(n,) + self.mel_shape, maxshape=(None,) + self.mel_shape,
+                             dtype="float32", chunks=(1,) + self.mel_shape, fletcher32=True)
+        return d, m
+
+    def _grow(self, part: Path, descriptors: np.ndarray, k: int) -> None:
+        """Append a committed batch to the store being built in the work folder, and flush it to
+        disk, so that :meth:`finish` has only the tables to add: the copy and its disk writes
+        happen while later batches are computed. The parts stay the record: a crash discards
+        this file, and any error here only makes :meth:`finish` merge the parts as a resumed
+        run's are."""
+        import h5py
+
+        tmp = self.work / _MERGED
+        try:
+            if self._live is None:
+                self._live = h5py.File(tmp, "w", libver=_LIBVER)
+                self._create_arrays(self._live, 0)
+            d, m = self._live["descriptors"], self._live["mel"]
+            at = self._live_rows
+            d.resize(at + k, axis=0)
+            m.resize(at + k, axis=0)
+            d[at:at + k] = np.asarray(descriptors, dtype=np.float32)
+            with h5py.File(part, "r") as src:
+                if _same_chunks(src["mel"], m):
+                    _copy_chunks(src["mel"], m, k, at)
+                else:
+                    m[at:at + k] = src["mel"][:]
+            self._live.flush()
+            self._live_rows = at + k
+            _fsync_path(tmp)
+        except Exception:  # noqa: BLE001 - an optimisation only: fall back to the full merge
+            self._drop_live()
+
+    def _drop_live(self) -> None:
+        self._grow_ok = False
+        if self._live is not None:
+            try:
+                self._live.close()
+            except Exception:  # noqa: BLE001
+                pass
+            self._live = None
+        (self.work / _MERGED).unlink(missing_ok=True)
 
     def _write_part(self, tmp: Path, final: Path, seq: int, k: int, n_fail: int, descriptors: Any, mel: Any,
                     meta_frame: pd.DataFrame | None, fail_frame: pd.DataFrame | None) -> None:
@@ -661,18 +760,20 @@ class StoreWriter:
         """Record files that could not be used (columns ``clip_id``, ``path``, ``reason``)."""
         self.commit(failures=failures)
 
-    def finish(self) -> None:
+    def finish(self) -> pd.DataFrame | None:
         """Write the complete store (base rows, then every part, in order) and remove the work folder.
 
         The store appears whole, by an atomic rename; a store resumed with nothing new to add is
-        left byte for byte as it was.
+        left byte for byte as it was. Returns the meta table written (None when nothing was
+        written), so a caller need not read it back.
         """
         if self.closed:
             raise StoreError(f"{self.path}: the writer is closed")
+        meta = None
         if self._parts or self._base is None:
             tmp = self.work / _MERGED
             try:
-                self._merge(tmp)
+                meta = self._merge(tmp)
                 _fsync_path(tmp)
                 os.replace(tmp, self.path)  # the store appears, whole
             except OSError as exc:
@@ -691,8 +792,10 @@ class StoreWriter:
             self.work.rmdir()
         except OSError:
             pass
+        return meta
 
-    def _merge(self, tmp: Path) -> None:
+    def _merge(self, tmp: Path) -> pd.DataFrame:
+        """Write the whole store to ``tmp``; returns its meta table."""
         import h5py
 
         sources: list[tuple[Path, int]] = []
@@ -703,8 +806,15 @@ class StoreWriter:
                 fails.append(_as_plain(base.failures().loc[:, list(FAILURE_COLUMNS)], FAILURE_COLUMNS))
             sources.append((self.path, self._base["n_rows"]))
         for part in self._parts:
-            metas.append(_read_columns(part.path, "meta", META_COLUMNS))
-            fails.append(_read_columns(part.path, "failures", FAILURE_COLUMNS))
+            if part.seq in self._tables:  # committed by this writer: its rows are still at hand
+                meta_rows, fail_rows = self._tables[part.seq]
+                if meta_rows is not None:
+                    metas.append(meta_rows)
+                if fail_rows is not None:
+                    fails.append(fail_rows)
+            else:
+                metas.append(_read_columns(part.path, "meta", META_COLUMNS))
+                fails.append(_read_columns(part.path, "failures", FAILURE_COLUMNS))
             sources.append((part.path, part.n_rows))
         metas = [m for m in metas if len(m)]
         fails = [f for f in fails if len(f)]
@@ -716,8 +826,14 @@ class StoreWriter:
         n = len(meta)
         if n != sum(rows for _, rows in sources):
             raise StoreError(f"{self.work}: meta rows ({n}) and array rows disagree; featurize with --overwrite")
-        n_desc = len(self.descriptor_names)
-        with h5py.File(tmp, "w", libver=_LIBVER) as f:
+        live = self._live is not None and self._grow_ok and self._live_rows == n
+        if live:
+            f = self._live
+            self._live = None
+        else:
+            self._drop_live()
+            f = h5py.File(tmp, "w", libver=_LIBVER)
+        with f:
             f.attrs["ser_schema_version"] = SCHEMA_VERSION
             f.attrs["package_version"] = __version__
             f.attrs["feature_config"] = _json_attr(self.run_config["feature_config"])
@@ -728,20 +844,24 @@ class StoreWriter:
             f.attrs["n_rows"] = n
             f.attrs["session"] = self.session
             f.attrs["plan_digest"] = self.plan_digest or (self._base or {}).get("plan_digest") or ""
-            d = f.create_dataset("descriptors", shape=(n, n_desc), maxshape=(None, n_desc), dtype="float32",
-                                 chunks=(256, n_desc), fletcher32=True)
-            d.attrs["names"] = _json_attr(self.descriptor_names)
-            m = f.create_dataset("mel", shape=(n,) + self.mel_shape, maxshape=(None,) + self.mel_shape,
-                                 dtype="float32", chunks=(1,) + self.mel_shape, fletcher32=True)
+            if live:  # every row is in place already
+                sources = []
+            else:
+                d, m = self._create_arrays(f, n)
             pos = 0
             for src, rows in sources:
                 if rows == 0:
                     continue
                 with h5py.File(src, "r") as s:
+                    s_desc, s_mel = s["descriptors"], s["mel"]
+                    raw = _same_chunks(s_mel, m)
                     for lo in range(0, rows, _COPY_ROWS):
                         hi = min(lo + _COPY_ROWS, rows)
-                        d[pos + lo:pos + hi] = s["descriptors"][lo:hi]
-                        m[pos + lo:pos + hi] = s["mel"][lo:hi]
+                        d[pos + lo:pos + hi] = s_desc[lo:hi]
+                        if not raw:
+                            m[pos + lo:pos + hi] = s_mel[lo:hi]
+                    if raw:
+                        _copy_chunks(s_mel, m, rows, pos)
                 pos += rows
         meta.index = pd.RangeIndex(0, n)
         failures.index = pd.RangeIndex(0, len(failures))
@@ -753,11 +873,13 @@ class StoreWriter:
             if len(failures):
                 hdf.append("failures", failures, format="table",
                            min_itemsize=_itemsizes(failures, FAILURE_COLUMNS), index=False)
+        return meta
 
     def close(self) -> None:
         """Release the lock; committed parts stay for the next run to resume from."""
         if not self.closed:
             self.closed = True
+            self._drop_live()  # unfinished: the parts are the record
             try:
                 (self.work / _PID).unlink()
             except FileNotFoundError:
