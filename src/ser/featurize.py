@@ -221,8 +221,6 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
-#: The smallest batch the end of a run is committed in (see :func:`featurize`).
-_TAIL_CLIPS = 8
 #: Clips per worker task: ~50-100 ms of work, so joblib's per-task overhead stays small.
 CHUNK_CLIPS = 4
 #: Most tasks whose results the parent holds at once, per worker (see :func:`_results`).
@@ -426,15 +424,11 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                 pending.clear()
 
             results = _results(jobs, cfg)
-            left = len(jobs)
             for result in results:
                 pending.append(result)
-                left -= 1
                 if bar is not None:
                     bar.update(1)
-                # batches shrink near the end (half of what is left, at least 8 clips), so the
-                # commit still running when the last clip is done is a short one
-                if len(pending) >= min(cfg.batch_clips, max(_TAIL_CLIPS, left // 2)):
+                if len(pending) >= cfg.batch_clips:
                     flush()
             flush()
             committer.close()  # every batch is committed (or its error raised) before the store is merged

@@ -83,6 +83,7 @@ _HEADER = "header.json"
 _LOCK = "LOCK"
 _PID = "PID"
 _MERGED = "merged.h5.tmp"
+_GROW_SYNC_BYTES = 256 << 20  # the growing store is flushed to disk after this many new bytes
 _PART_RE = re.compile(r"^part-(\d{6})\.h5$")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # what h5py, PyTables and pandas raise on damaged files (tables' errors derive from these)
@@ -556,6 +557,7 @@ class StoreWriter:
         # the store's arrays, built in the work folder as each batch commits (see _grow)
         self._live: Any = None
         self._live_rows = 0
+        self._live_dirty = 0
         if overwrite:
             _check_replaceable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -696,9 +698,9 @@ class StoreWriter:
         return d, m
 
     def _grow(self, part: Path, descriptors: np.ndarray, k: int) -> None:
-        """Append a committed batch to the store being built in the work folder, and flush it to
-        disk, so that :meth:`finish` has only the tables to add: the copy and its disk writes
-        happen while later batches are computed. The parts stay the record: a crash discards
+        """Append a committed batch to the store being built in the work folder (flushed to disk
+        every :data:`_GROW_SYNC_BYTES`), so that :meth:`finish` has only the tables to add and a
+        short fsync: the copy and most of its disk writes happen while later batches are computed. The parts stay the record: a crash discards
         this file, and any error here only makes :meth:`finish` merge the parts as a resumed
         run's are."""
         import h5py
@@ -718,9 +720,12 @@ class StoreWriter:
                     _copy_chunks(src["mel"], m, k, at)
                 else:
                     m[at:at + k] = src["mel"][:]
-            self._live.flush()
             self._live_rows = at + k
-            _fsync_path(tmp)
+            self._live_dirty += k * int(np.prod(self.mel_shape)) * 4
+            if self._live_dirty >= _GROW_SYNC_BYTES:  # to disk now and then, not all at the end
+                self._live.flush()
+                _fsync_path(tmp)
+                self._live_dirty = 0
         except Exception:  # noqa: BLE001 - an optimisation only: fall back to the full merge
             self._drop_live()
 
