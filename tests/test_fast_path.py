@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ser.augment import (AUGMENTATIONS, PV_HOP, PV_N_FFT, pitch_shift, stretch, time_stretch,
+from ser.augment import (AUGMENTATIONS, PV_HOP, PV_N_FFT, pitch_shift, shifted, stretch, time_stretch,
                          variants)
 from ser.features import (FeatureConfig, chroma_filters, contrast_bands, descriptor_names, extract,
                           extract_many, mel_filters)
@@ -127,22 +127,13 @@ def test_a_batch_equals_its_rows_one_by_one() -> None:
         np.testing.assert_allclose(batch["mel"][i], one["mel"], rtol=0, atol=1e-4)
 
 
-def _shifted(y: np.ndarray, k: int) -> np.ndarray:
-    out = np.zeros_like(y)
-    if k >= 0:
-        out[k:] = y[: y.shape[0] - k]
-    else:
-        out[:k] = y[-k:]
-    return out
-
-
 @pytest.mark.parametrize("k", [7 * 256, -9 * 256, 19 * 256, -18 * 256, 300, -1])
 def test_a_shifted_copy_reuses_the_originals_frames_and_equals_its_own_extraction(
         k: int, monkeypatch: pytest.MonkeyPatch) -> None:
     import ser.features as features
 
     y = voice("ANG", 2.5, 7)
-    waves = [y, (y * np.float32(0.5)).astype(np.float32), _shifted(y, k)]
+    waves = [y, (y * np.float32(0.5)).astype(np.float32), shifted(y, k)]
     computed = []
     spectral = features._spectral_frames
     monkeypatch.setattr(features, "_spectral_frames",
@@ -164,9 +155,9 @@ def test_a_copy_that_only_looks_shifted_is_computed_in_full(monkeypatch: pytest.
 
     y = voice("SAD", 2.0, 8)
     y[-2000:] = 0.0  # the last non-zero samples then give the shift as a candidate too
-    fake = _shifted(y, 4 * 256)
+    fake = shifted(y, 4 * 256)
     fake[10_000] += np.float32(0.25)  # same first and last non-zero samples, one sample differs
-    noisy_fill = _shifted(y, 4 * 256)
+    noisy_fill = shifted(y, 4 * 256)
     noisy_fill[5] = np.float32(1e-3)  # the zero fill is not all zeros
     for w in (fake, noisy_fill):
         computed = []

@@ -169,7 +169,11 @@ def time_shift(y: np.ndarray, *, sr: int, rng: np.random.Generator,
     step = max(1, int(round(step_s * sr)))
     if limit < step:
         step = 1
-    k = step * int(rng.integers(-(limit // step), limit // step + 1))
+    return shifted(y, step * int(rng.integers(-(limit // step), limit // step + 1)))
+
+
+def shifted(y: np.ndarray, k: int) -> np.ndarray:
+    """``y`` moved ``k`` samples later (earlier if negative), zero-filled, same length."""
     out = np.zeros_like(y)
     if k >= 0:
         out[k:] = y[: y.shape[0] - k]
