@@ -700,9 +700,9 @@ class StoreWriter:
     def _grow(self, part: Path, descriptors: np.ndarray, k: int) -> None:
         """Append a committed batch to the store being built in the work folder (flushed to disk
         every :data:`_GROW_SYNC_BYTES`), so that :meth:`finish` has only the tables to add and a
-        short fsync: the copy and most of its disk writes happen while later batches are computed. The parts stay the record: a crash discards
-        this file, and any error here only makes :meth:`finish` merge the parts as a resumed
-        run's are."""
+        short fsync: the copy and most of its disk writes happen while later batches are computed.
+        The parts stay the record: a crash discards this file, and any error here only makes
+        :meth:`finish` merge the parts as a resumed run's are."""
         import h5py
 
         tmp = self.work / _MERGED
