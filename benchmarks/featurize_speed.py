@@ -403,7 +403,7 @@ def _summary(r: dict) -> None:
         x = r[f"workers{w}"]
         lines.append(f"featurize --workers {w}: {x['clips_per_s']:.2f} clips/s (median of {len(x['runs'])}; "
                      f"{r['clips'] / x['until_last_result_s']:.2f} until the last clip's features, before the "
-                     f"store's final merge), peak {x['peak_rss_mib']} MiB, warm-up {x['runs'][0]['warmup_s']} s")
+                     f"store is finished), peak {x['peak_rss_mib']} MiB, warm-up {x['runs'][0]['warmup_s']} s")
     lines.append(f"per-clip work alone (no store), 1 core: {r['compute1']['clips_per_s']:.2f} clips/s")
     if "ratio_workers1_vs_naive" in r:
         lines.append(f"per core: featurize {r['ratio_workers1_vs_naive']}x the naive script "
