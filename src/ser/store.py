@@ -849,25 +849,8 @@ class StoreWriter:
             f.attrs["n_rows"] = n
             f.attrs["session"] = self.session
             f.attrs["plan_digest"] = self.plan_digest or (self._base or {}).get("plan_digest") or ""
-            if live:  # every row is in place already
-                sources = []
-            else:
-                d, m = self._create_arrays(f, n)
-            pos = 0
-            for src, rows in sources:
-                if rows == 0:
-                    continue
-                with h5py.File(src, "r") as s:
-                    s_desc, s_mel = s["descriptors"], s["mel"]
-                    raw = _same_chunks(s_mel, m)
-                    for lo in range(0, rows, _COPY_ROWS):
-                        hi = min(lo + _COPY_ROWS, rows)
-                        d[pos + lo:pos + hi] = s_desc[lo:hi]
-                        if not raw:
-                            m[pos + lo:pos + hi] = s_mel[lo:hi]
-                    if raw:
-                        _copy_chunks(s_mel, m, rows, pos)
-                pos += rows
+            if not live:  # grown batch by batch, the arrays hold every row already
+                self._copy_rows(f, n, sources)
         meta.index = pd.RangeIndex(0, n)
         failures.index = pd.RangeIndex(0, len(failures))
         with warnings.catch_warnings(), pd.HDFStore(tmp, mode="a", **_TABLE_FILTERS) as hdf:
@@ -879,6 +862,28 @@ class StoreWriter:
                 hdf.append("failures", failures, format="table",
                            min_itemsize=_itemsizes(failures, FAILURE_COLUMNS), index=False)
         return meta
+
+    def _copy_rows(self, f: Any, n: int, sources: list[tuple[Path, int]]) -> None:
+        """Create ``f``'s arrays for ``n`` rows and copy every source's rows in, in order (mel
+        chunk for chunk where the layouts agree, see :func:`_same_chunks`)."""
+        import h5py
+
+        d, m = self._create_arrays(f, n)
+        pos = 0
+        for src, rows in sources:
+            if rows == 0:
+                continue
+            with h5py.File(src, "r") as s:
+                s_desc, s_mel = s["descriptors"], s["mel"]
+                raw = _same_chunks(s_mel, m)
+                for lo in range(0, rows, _COPY_ROWS):
+                    hi = min(lo + _COPY_ROWS, rows)
+                    d[pos + lo:pos + hi] = s_desc[lo:hi]
+                    if not raw:
+                        m[pos + lo:pos + hi] = s_mel[lo:hi]
+                if raw:
+                    _copy_chunks(s_mel, m, rows, pos)
+            pos += rows
 
     def close(self) -> None:
         """Release the lock; committed parts stay for the next run to resume from."""
