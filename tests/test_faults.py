@@ -172,7 +172,8 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny: Path, tmp_path: Path)
         time.sleep(0.01)  # the first batch (64 clips) is committed: the run is mid-way
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
-    if proc.returncode == 0:
+    if proc.returncode in (0, -signal.SIGINT) and out.exists():
+        # -SIGINT: the store was finished and Python, shutting down, had restored the default handler
         pytest.skip("featurize finished before the SIGINT arrived")
     assert proc.returncode == 130, stderr
     assert "interrupted" in stderr and "run the same command again to resume" in stderr

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import h5py
 import numpy as np
@@ -252,7 +253,7 @@ def test_the_committer_commits_in_order_and_raises_the_first_error_in_the_caller
         c.close()  # ... and again at the end
     c.drain()  # idempotent, and quiet
     assert done == [0, 1, 2]  # nothing after the failed batch is committed
-    assert not c._thread.is_alive()
+    assert c._worker.finished
 
 
 def test_the_committer_holds_at_most_one_waiting_batch() -> None:
@@ -274,7 +275,39 @@ def test_the_committer_holds_at_most_one_waiting_batch() -> None:
     gate.set()
     blocked.join(5)
     c.close()
-    assert not blocked.is_alive() and not c._thread.is_alive()
+    assert not blocked.is_alive() and c._worker.finished
+
+
+def test_ctrl_c_while_closing_the_committer_still_waits_for_the_running_commit() -> None:
+    """A Ctrl-C that interrupts the wait must not let the writer close under a running commit.
+
+    ``Thread.join`` on CPython 3.11 marks a thread stopped when Ctrl-C interrupts it (while it
+    runs on), so waiting again returned at once: featurize then crashed or hung on exit.
+    """
+    started, gate, finished = threading.Event(), threading.Event(), []
+
+    def commit(i: int) -> None:
+        started.set()
+        gate.wait(10)
+        finished.append(i)
+
+    def ctrl_c(then: Callable[[], None] = lambda: None) -> None:
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        time.sleep(0.3)
+        then()
+
+    c = _Committer(commit)
+    c.put(0)
+    started.wait(5)
+    threading.Timer(0.2, ctrl_c).start()
+    with pytest.raises(KeyboardInterrupt):
+        c.close()  # interrupted while the commit is held at the gate
+    assert finished == []
+    threading.Timer(0.2, ctrl_c, kwargs={"then": gate.set}).start()  # Ctrl-C again, then the commit ends
+    c.drain()  # waits through the second Ctrl-C for the commit to end
+    assert finished == [0]
+    c._worker.thread.join(5)
+    assert not c._worker.thread.is_alive()
 
 
 def _two_emotions(small_store_config, out: Path, **kw: Any):

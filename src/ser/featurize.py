@@ -27,6 +27,7 @@ from .errors import AudioError, SerError
 from .features import FeatureConfig, descriptor_names, extract_many
 from .labels import label_list
 from .splits import SplitConfig, assign_splits
+from .threads import Background
 
 
 @dataclass(frozen=True)
@@ -295,6 +296,9 @@ class _Committer:
     Only the calling (main) thread can be interrupted by Ctrl-C, possibly in the middle of
     ``Queue.put``; the committing thread therefore waits with a timeout and checks again, so
     a wake-up lost that way delays a commit by at most :attr:`POLL_S`, never hangs it.
+
+    The thread is a :class:`~ser.threads.Background`, waited for safely even when Ctrl-C
+    interrupts the wait: the writer is never closed under a running commit.
     """
 
     POLL_S = 0.1
@@ -304,8 +308,7 @@ class _Committer:
         self._queue: queue.Queue = queue.Queue(maxsize=1)
         self._stop = threading.Event()
         self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="ser-store-commit", daemon=True)
-        self._thread.start()
+        self._worker = Background(self._run, name="ser-store-commit")
 
     def _run(self) -> None:
         while True:
@@ -340,15 +343,23 @@ class _Committer:
             self._queue.put_nowait(None)  # wakes the thread now rather than at its next poll
         except queue.Full:
             pass
-        self._thread.join()
+        self._worker.wait()  # a Ctrl-C here propagates; the thread commits on, and drain() waits for it
         self._raise()
 
     def drain(self) -> None:
-        """:meth:`close`, without raising a commit's error (for when another exception is on its way)."""
-        try:
-            self.close()
-        except BaseException:  # noqa: BLE001 - the exception already propagating is the one to report
-            pass
+        """:meth:`close`, without raising a commit's error (for when another exception is on its way).
+
+        Returns only when the thread has finished, even if Ctrl-C is pressed again meanwhile:
+        a commit cut short would leave the writer to be closed under it. The exception
+        already propagating is the one to report, so a commit's error is dropped here.
+        """
+        while True:
+            try:
+                self.close()
+            except BaseException:  # noqa: BLE001 - see above
+                if not self._worker.finished:
+                    continue  # interrupted while waiting (another Ctrl-C): the commit is still running
+            return
 
 
 def plan_digest(clips: pd.DataFrame) -> str:

@@ -35,6 +35,7 @@ import torch
 
 from .errors import SerError
 from .store import Store
+from .threads import Background
 
 CUDA_BUDGET_FRACTION = 0.5   # of free device memory: the rest is the model's, activations', cuDNN's
 HOST_BUDGET_FRACTION = 0.5   # of available RAM (MemAvailable, or the cgroup's headroom if smaller)
@@ -264,8 +265,7 @@ class SplitData:
             except BaseException as exc:  # handed to the consumer, raised there
                 put(_Failure(exc))
 
-        thread = threading.Thread(target=produce, name="ser-prefetch", daemon=True)
-        thread.start()
+        producer = Background(produce, name="ser-prefetch")
         try:
             for lo, hi in bounds:
                 item = q.get()
@@ -289,7 +289,7 @@ class SplitData:
                     q.get_nowait()
                 except queue.Empty:
                     break
-            thread.join()
+            producer.wait(through_interrupts=True)  # no read may run on after the store is closed
 
     def _streamed(self, batch_size: int, *, shuffle: bool,
                   generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
