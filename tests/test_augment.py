@@ -46,6 +46,26 @@ def test_noise_is_added_at_the_drawn_snr(y: np.ndarray) -> None:
         assert out.shape == y.shape
 
 
+def test_noise_comes_from_the_bank_at_a_drawn_offset_and_fresh_past_its_length(y: np.ndarray) -> None:
+    from ser.augment import noise_bank
+
+    bank = noise_bank()
+    out = add_noise(y, sr=SR, rng=np.random.default_rng(1), snr_db=(20.0, 20.0))
+    again = add_noise(y, sr=SR, rng=np.random.default_rng(1), snr_db=(20.0, 20.0))
+    other = add_noise(y, sr=SR, rng=np.random.default_rng(2), snr_db=(20.0, 20.0))
+    np.testing.assert_array_equal(out, again)  # the generator decides everything
+    assert not np.array_equal(out, other)
+    draws = np.random.default_rng(1)  # the same draws, in add_noise's order: SNR, offset, sign
+    draws.uniform(20.0, 20.0)
+    at, sign = int(draws.integers(0, bank.shape[0] - y.shape[0] + 1)), (1.0 if draws.integers(2) else -1.0)
+    rms = np.sqrt(np.mean(y.astype(np.float64) ** 2)) / 10.0
+    np.testing.assert_allclose(out - y, sign * rms * bank[at:at + y.shape[0]], atol=1e-6)
+    long = np.tile(y, bank.shape[0] // y.shape[0] + 1)  # longer than the bank: fresh draws, same SNR
+    noisy = add_noise(long, sr=SR, rng=np.random.default_rng(3), snr_db=(20.0, 20.0))
+    snr = 10 * np.log10(np.mean(long.astype(np.float64) ** 2) / np.mean((noisy.astype(np.float64) - long) ** 2))
+    assert noisy.shape == long.shape and snr == pytest.approx(20.0, abs=0.1)
+
+
 def test_stretch_changes_the_length_by_the_drawn_rate(y: np.ndarray) -> None:
     slow = time_stretch(y, sr=SR, rng=np.random.default_rng(0), rates=(0.8, 0.8))
     fast = time_stretch(y, sr=SR, rng=np.random.default_rng(0), rates=(1.25, 1.25))

@@ -179,6 +179,25 @@ def test_writer_refuses_a_batch_whose_parts_disagree(tmp_path: Path) -> None:
         w.append(desc, mel[:2], meta)
 
 
+def test_mel_handed_over_in_pieces_is_stored_as_their_concatenation(tmp_path: Path) -> None:
+    whole, pieces = _writer(tmp_path / "whole.h5"), _writer(tmp_path / "pieces.h5")
+    desc, mel, meta = _batch(0, 5)
+    whole.commit(desc, mel, meta)
+    pieces.commit(desc, [mel[:2], mel[2:3], mel[3:]], meta)  # a clip's variants each, say
+    parts = [sorted(work_dir(w.path).glob("part-*.h5"))[0] for w in (whole, pieces)]
+    assert _raw_chunks(parts[0]) == _raw_chunks(parts[1])  # byte for byte, checksums included
+    for w in (whole, pieces):
+        w.finish()
+    np.testing.assert_array_equal(Store(pieces.path).read("mel", np.arange(5)), mel)
+    bad = _writer(tmp_path / "bad.h5")
+    with pytest.raises(StoreError, match="batch sizes differ: 5 descriptors, 4 mel"):
+        bad.commit(desc, [mel[:2], mel[3:]], meta)
+    with pytest.raises(StoreError, match="do not fit the store's"):
+        bad.commit(desc, [mel[:2], np.zeros((3, 4, 2), np.float32)], meta)
+    with pytest.raises(StoreError, match="non-finite"):
+        bad.commit(desc, [mel[:2], np.full((3, 4, 3), np.nan, np.float32)], meta)
+
+
 def test_reopening_ignores_a_batch_cut_short(tmp_path: Path) -> None:
     w = _writer(tmp_path / "s.h5")
     w.append(*_batch(0, 2))

@@ -2,7 +2,8 @@
 
 Each takes a mono float32 waveform of shape ``(n,)`` and a :class:`numpy.random.Generator`
 and returns a new float32 waveform (the length may change for ``stretch``). Only training
-clips are augmented (see :mod:`ser.featurize`); every draw comes from the generator passed in.
+clips are augmented (see :mod:`ser.featurize`); every draw comes from the generator passed in
+(the noise itself is a stretch of a fixed bank, at an offset drawn from it).
 
 Time stretch and pitch shift are librosa's ``effects.time_stretch`` and ``effects.pitch_shift``
 (a phase vocoder over 2048-sample Hann frames, hop 512, then soxr's HQ resampler for the pitch)
@@ -29,14 +30,40 @@ PV_N_FFT = 2048
 PV_HOP = 512
 
 
+#: Samples in the noise bank (4 MiB of float32, ~65 s at 16 kHz) and the seed it is drawn with.
+NOISE_BANK_SAMPLES = 1 << 20
+NOISE_BANK_SEED = 20260
+
+
+@lru_cache(maxsize=1)
+def noise_bank() -> np.ndarray:
+    """White Gaussian noise (unit variance, float32) drawn once per process with a fixed seed,
+    so every process holds the same bank and a store does not depend on the worker count."""
+    bank = np.random.default_rng(NOISE_BANK_SEED).standard_normal(NOISE_BANK_SAMPLES, dtype=np.float32)
+    bank.setflags(write=False)
+    return bank
+
+
 def add_noise(y: np.ndarray, *, sr: int, rng: np.random.Generator,
               snr_db: tuple[float, float] = (15.0, 30.0)) -> np.ndarray:
-    """Add white Gaussian noise at a signal-to-noise ratio drawn from ``snr_db`` (dB)."""
+    """Add white Gaussian noise at a signal-to-noise ratio drawn from ``snr_db`` (dB).
+
+    The noise is a stretch of :func:`noise_bank` at an offset and with a sign drawn from
+    ``rng`` (fresh draws for a waveform longer than the bank): drawing 40,000 normals for
+    every clip cost more than the rest of this function ten times over. Two clips' noise may
+    overlap in the bank, shifted against each other; for a perturbation added at 15-30 dB
+    below the speech, that does not matter.
+    """
     snr = rng.uniform(*snr_db)
     signal_rms = float(np.sqrt(np.mean(np.square(y, dtype=np.float64))))
     noise_rms = np.float32(signal_rms / (10.0 ** (snr / 20.0)))
-    noise = rng.standard_normal(y.shape[0], dtype=np.float32)  # float32 draws: half the time
-    noise *= noise_rms
+    n, bank = y.shape[0], noise_bank()
+    if n <= bank.shape[0]:
+        at = int(rng.integers(0, bank.shape[0] - n + 1))
+        noise = bank[at:at + n] * (noise_rms if rng.integers(2) else -noise_rms)
+    else:
+        noise = rng.standard_normal(n, dtype=np.float32)
+        noise *= noise_rms
     noise += y
     return noise
 

@@ -256,7 +256,7 @@ class _Bases:
     freqs: np.ndarray        # (bins,) float32, Hz
     mels: Any                # scipy.sparse CSR (n_desc_mels + n_mels, bins): both mel banks at once
     chroma: np.ndarray       # (n_chroma + 1, bins): the chroma filters, then ones (the power's sum)
-    sums: np.ndarray         # (2 + groups, bins): f, f^2 (f in kHz), then cumulative group masks
+    moments: np.ndarray      # (2, bins): f and f^2, f in kHz
     dct: np.ndarray          # (n_mfcc, n_desc_mels): orthonormal DCT-II, the MFCCs
     runs: tuple              # contrast: (band indices, starts, first, end) of adjacent min/max-only bands
     sorted_bands: tuple      # contrast: (band_index, first, end, k) of bands that need a sort
@@ -272,8 +272,6 @@ def _bases(cfg: FeatureConfig) -> _Bases:
     n_bins = freqs.shape[0]
     both = np.concatenate([mel_filters(sr, n_fft, cfg.n_desc_mels), mel_filters(sr, n_fft, cfg.n_mels, htk=True)])
     f_khz = freqs / 1000.0
-    group_ends = np.minimum(np.arange(1, 1 + -(-n_bins // _ROLL_GROUP)) * _ROLL_GROUP, n_bins)
-    cumulative = (np.arange(n_bins)[None, :] < group_ends[:, None]).astype(np.float64)
     dct = scipy.fft.dct(np.eye(cfg.n_desc_mels), type=2, norm="ortho", axis=0)[: cfg.n_mfcc]
     runs: list[tuple[list[int], list[int]]] = []
     sorted_bands = []
@@ -292,8 +290,7 @@ def _bases(cfg: FeatureConfig) -> _Bases:
         # per frame instead of the dense product's 100k
         mels=scipy.sparse.csr_array(both),
         chroma=np.concatenate([chroma_filters(sr, n_fft, cfg.n_chroma), np.ones((1, n_bins), np.float32)]),
-        # the last cumulative mask is all ones: it gives the magnitude sum of centroid and bandwidth
-        sums=np.concatenate([np.stack([f_khz, f_khz ** 2]), cumulative]).astype(np.float32),
+        moments=np.stack([f_khz, f_khz ** 2]).astype(np.float32),
         dct=np.ascontiguousarray(dct, dtype=np.float32),
         runs=tuple((tuple(idx), np.array(edges[:-1]), edges[0], edges[-1]) for idx, edges in runs),
         sorted_bands=tuple(sorted_bands),
@@ -451,11 +448,26 @@ def _time_domain(batch: _Batch, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndar
 # -- per-frame features ------------------------------------------------------------------------
 
 
+def _group_cumsums(mag: np.ndarray) -> np.ndarray:
+    """``(groups, frames)``: per frame, the sums of ``mag`` (``(bins, frames)``, contiguous) over
+    its first 16, 32, ... bins; the last row sums every bin. Group sums, then a running sum over
+    the ~33 groups: a few passes, where a product with cumulative masks cost 33 per bin."""
+    g = _ROLL_GROUP
+    n_bins, n_frames = mag.shape
+    whole = (n_bins // g) * g
+    sums = np.empty((-(-n_bins // g), n_frames), dtype=np.float32)
+    np.add.reduce(mag[:whole].reshape(whole // g, g, n_frames), axis=1, out=sums[: whole // g])
+    if whole < n_bins:
+        np.add.reduce(mag[whole:], axis=0, out=sums[-1])
+    np.cumsum(sums, axis=0, out=sums)
+    return sums
+
+
 def _rolloff_bins(mag: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
     """Per frame, the first bin where the cumulative magnitude reaches 85% of the total.
 
     ``mag``: ``(bins, frames)``; ``cumulative``: its sums over the first 16, 32, ... bins
-    (``(groups, frames)``, from one matrix product). The group holding the threshold is found
+    (``(groups, frames)``, see :func:`_group_cumsums`). The group holding the threshold is found
     from those, then one group of 16 bins per frame is summed bin by bin (a cumulative sum over
     every bin is a slow, serial pass).
     """
@@ -601,10 +613,10 @@ def _spectral_frames(frames: np.ndarray, rows: np.ndarray, cfg: FeatureConfig, b
         power = np.square(mag)
         out["mel_power"][:, z] = b.mels @ power
         np.matmul(b.chroma, power, out=out["chroma"][:, z])
-        sums = b.sums @ mag
-        out["moments"][0, z] = sums[-1]
-        out["moments"][1:, z] = sums[:2]
-        out["rolloff"][z] = _rolloff_bins(mag, sums[2:])
+        cumulative = _group_cumsums(mag)  # the last row is the magnitude's sum
+        out["moments"][0, z] = cumulative[-1]
+        np.matmul(b.moments, mag, out=out["moments"][1:, z])
+        out["rolloff"][z] = _rolloff_bins(mag, cumulative)
         for idx, starts, lo, hi in b.runs:
             out["valley"][idx[0]: idx[-1] + 1, z] = np.minimum.reduceat(mag[lo:hi], starts - lo, axis=0)
             out["peak"][idx[0]: idx[-1] + 1, z] = np.maximum.reduceat(mag[lo:hi], starts - lo, axis=0)

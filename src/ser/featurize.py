@@ -9,6 +9,7 @@ and an interrupted run resumes by skipping the clips already committed.
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import sys
@@ -283,6 +284,26 @@ def _rows_meta(clips: pd.DataFrame, results: list[ClipResult]) -> pd.DataFrame:
     return meta
 
 
+def _commit_results(writer: Any, clips: pd.DataFrame, results: list[ClipResult]) -> None:
+    """Commit a batch of clip results: their rows and their failures, as one part.
+
+    Runs on the commit thread: the batch's arrays are built there, not on the thread that
+    computes, and each clip's mel goes to the part as it is (no batch-sized copy first).
+    """
+    ok = [r for r in results if r.error is None]
+    bad = [r for r in results if r.error is not None]
+    failures = pd.DataFrame({
+        "clip_id": [clips.loc[r.index, "clip_id"] for r in bad],
+        "path": [clips.loc[r.index, "path"] for r in bad],
+        "reason": [r.error for r in bad],
+    }) if bad else None
+    if ok:
+        writer.commit(np.concatenate([r.descriptors for r in ok]), [r.mel for r in ok], _rows_meta(clips, ok),
+                      failures)
+    else:
+        writer.commit(failures=failures)
+
+
 class _Committer:
     """Commits batches on one background thread, in the order they are handed over.
 
@@ -312,12 +333,14 @@ class _Committer:
 
     def _run(self) -> None:
         while True:
+            # stop is set only after the last put returned: an empty queue then means done. Checked
+            # before waiting too: close() finds the queue full while the last batch waits, so its
+            # wake-up is not queued, and the thread would otherwise sit out a poll after that batch
+            if self._stop.is_set() and self._queue.empty():
+                return
             try:
                 batch = self._queue.get(timeout=self.POLL_S)
             except queue.Empty:
-                # stop is set only after the last put returned: an empty queue then means done
-                if self._stop.is_set() and self._queue.empty():
-                    return
                 continue
             if batch is None:  # close()'s wake-up, queued after every batch
                 return
@@ -416,22 +439,13 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                 bar = tqdm(total=len(clips), initial=len(clips) - len(todo), unit="clip", desc="featurize",
                            file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
             pending: list[ClipResult] = []
-            committer = _Committer(writer.commit)  # one thread, first in first out: parts keep their order
+            # one thread, first in first out: parts keep their order
+            committer = _Committer(functools.partial(_commit_results, writer, clips))
 
             def flush() -> None:
-                """Hand the pending clips, their rows and their failures, to the committer as one batch."""
-                ok = [r for r in pending if r.error is None]
-                bad = [r for r in pending if r.error is not None]
-                failures = pd.DataFrame({
-                    "clip_id": [clips.loc[r.index, "clip_id"] for r in bad],
-                    "path": [clips.loc[r.index, "path"] for r in bad],
-                    "reason": [r.error for r in bad],
-                }) if bad else None
-                if ok:
-                    committer.put(np.concatenate([r.descriptors for r in ok]),
-                                  np.concatenate([r.mel for r in ok]), _rows_meta(clips, ok), failures)
-                elif bad:
-                    committer.put(None, None, None, failures)
+                """Hand the pending clips to the committer as one batch (it builds the batch's arrays)."""
+                if pending:
+                    committer.put(list(pending))
                 pending.clear()
 
             results = _results(jobs, cfg)

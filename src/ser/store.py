@@ -37,6 +37,7 @@ files read-only; while a store is being written they read a snapshot of the comm
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -47,7 +48,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -83,7 +84,7 @@ _HEADER = "header.json"
 _LOCK = "LOCK"
 _PID = "PID"
 _MERGED = "merged.h5.tmp"
-_GROW_SYNC_BYTES = 256 << 20  # the growing store is flushed to disk after this many new bytes
+_GROW_SYNC_BYTES = 256 << 20  # where writeback cannot be started: the growing store is fsynced after this many new bytes
 _PART_RE = re.compile(r"^part-(\d{6})\.h5$")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # what h5py, PyTables and pandas raise on damaged files (tables' errors derive from these)
@@ -154,6 +155,36 @@ def _fsync_path(path: Path, *, directory: bool = False) -> None:
     except OSError:
         if not directory:
             raise
+    finally:
+        os.close(fd)
+
+
+_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writing dirty pages back, do not wait
+
+
+@functools.lru_cache(maxsize=1)
+def _sync_file_range() -> Callable[..., int] | None:
+    """Linux's ``sync_file_range`` from libc, or None where there is none."""
+    import ctypes
+
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return None
+    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+    fn.restype = ctypes.c_int
+    return fn
+
+
+def _start_writeback(path: Path) -> bool:
+    """Ask the kernel to start writing ``path``'s dirty pages to disk now, without waiting, so a
+    later fsync has little left to wait for. False where that cannot be asked (not Linux)."""
+    fn = _sync_file_range()
+    if fn is None:
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) == 0
     finally:
         os.close(fd)
 
@@ -645,25 +676,33 @@ class StoreWriter:
         return done
 
     # -- writing -----------------------------------------------------------------------------
-    def commit(self, descriptors: np.ndarray | None = None, mel: np.ndarray | None = None,
+    def commit(self, descriptors: np.ndarray | None = None, mel: np.ndarray | Sequence[np.ndarray] | None = None,
                meta: pd.DataFrame | None = None, failures: pd.DataFrame | None = None) -> None:
         """Commit one batch atomically: ``k`` rows (``descriptors (k, D)``, ``mel (k, n_mels,
-        frames)``, ``meta`` with k rows) and/or failures (``clip_id``, ``path``, ``reason``)."""
+        frames)``, ``meta`` with k rows) and/or failures (``clip_id``, ``path``, ``reason``).
+
+        ``mel`` may also be a sequence of ``(k_i, n_mels, frames)`` arrays whose rows add up to
+        ``k`` (a clip's variants each, say): they are written one after the other, as their
+        concatenation would be, without building it.
+        """
         if self.closed:
             raise StoreError(f"{self.path}: the writer is closed")
+        pieces = None if mel is None else [mel] if isinstance(mel, np.ndarray) else list(mel)
         k = 0 if descriptors is None else int(descriptors.shape[0])
+        k_mel = None if pieces is None else sum(int(piece.shape[0]) for piece in pieces)
         if descriptors is not None or mel is not None or meta is not None:
-            if descriptors is None or mel is None or meta is None or not (mel.shape[0] == k == len(meta)):
+            if descriptors is None or mel is None or meta is None or not (k_mel == k == len(meta)):
                 raise StoreError(f"batch sizes differ: {None if descriptors is None else k} descriptors, "
-                                 f"{None if mel is None else mel.shape[0]} mel, {None if meta is None else len(meta)} meta")
+                                 f"{k_mel} mel, {None if meta is None else len(meta)} meta")
         n_fail = 0 if failures is None else len(failures)
         if k == 0 and n_fail == 0:
             return
         if k:
-            if descriptors.shape[1:] != (len(self.descriptor_names),) or mel.shape[1:] != self.mel_shape:
-                raise StoreError(f"batch shapes {descriptors.shape[1:]} / {mel.shape[1:]} do not fit the store's "
-                                 f"({len(self.descriptor_names)},) / {self.mel_shape}")
-            if not (np.all(np.isfinite(descriptors)) and np.all(np.isfinite(mel))):
+            shapes = {piece.shape[1:] for piece in pieces}
+            if descriptors.shape[1:] != (len(self.descriptor_names),) or shapes != {self.mel_shape}:
+                raise StoreError(f"batch shapes {descriptors.shape[1:]} / {', '.join(map(str, sorted(shapes)))} do "
+                                 f"not fit the store's ({len(self.descriptor_names)},) / {self.mel_shape}")
+            if not (np.all(np.isfinite(descriptors)) and all(np.all(np.isfinite(piece)) for piece in pieces)):
                 raise StoreError("refusing to store non-finite features (NaN or Inf)")
             meta_frame = _as_plain(meta.loc[:, list(META_COLUMNS)], META_STRING_COLUMNS)
         if n_fail:
@@ -676,7 +715,7 @@ class StoreWriter:
         final = _part_path(self.work, seq)
         tmp = final.with_name(final.name + ".tmp")
         try:
-            self._write_part(tmp, final, seq, k, n_fail, descriptors, mel,
+            self._write_part(tmp, final, seq, k, n_fail, descriptors, pieces,
                              meta_frame if k else None, fail_frame if n_fail else None)
         except OSError as exc:  # a full disk, a vanished folder: the batch is not committed
             tmp.unlink(missing_ok=True)
@@ -698,8 +737,8 @@ class StoreWriter:
         return d, m
 
     def _grow(self, part: Path, descriptors: np.ndarray, k: int) -> None:
-        """Append a committed batch to the store being built in the work folder (flushed to disk
-        every :data:`_GROW_SYNC_BYTES`), so that :meth:`finish` has only the tables to add and a
+        """Append a committed batch to the store being built in the work folder (its writeback to
+        disk started at once, see :func:`_start_writeback`), so that :meth:`finish` has only the tables to add and a
         short fsync: the copy and most of its disk writes happen while later batches are computed.
         The parts stay the record: a crash discards this file, and any error here only makes
         :meth:`finish` merge the parts as a resumed run's are."""
@@ -722,7 +761,10 @@ class StoreWriter:
                     m[at:at + k] = src["mel"][:]
             self._live_rows = at + k
             self._live_dirty += k * int(np.prod(self.mel_shape)) * 4
-            if self._live_dirty >= _GROW_SYNC_BYTES:  # to disk now and then, not all at the end
+            # to disk as the run goes, not all at the end: writeback starts now (finish's fsync
+            # then waits only for the last batch's), or, where it cannot be started, an fsync
+            # now and then
+            if not _start_writeback(tmp) and self._live_dirty >= _GROW_SYNC_BYTES:
                 self._live.flush()
                 _fsync_path(tmp)
                 self._live_dirty = 0
@@ -739,8 +781,9 @@ class StoreWriter:
             self._live = None
         (self.work / _MERGED).unlink(missing_ok=True)
 
-    def _write_part(self, tmp: Path, final: Path, seq: int, k: int, n_fail: int, descriptors: Any, mel: Any,
-                    meta_frame: pd.DataFrame | None, fail_frame: pd.DataFrame | None) -> None:
+    def _write_part(self, tmp: Path, final: Path, seq: int, k: int, n_fail: int, descriptors: Any,
+                    mel: list[np.ndarray] | None, meta_frame: pd.DataFrame | None,
+                    fail_frame: pd.DataFrame | None) -> None:
         import h5py
 
         with h5py.File(tmp, "w", libver=_LIBVER) as f:
@@ -748,8 +791,12 @@ class StoreWriter:
             if k:
                 f.create_dataset("descriptors", data=np.asarray(descriptors, dtype=np.float32), fletcher32=True,
                                  chunks=(min(k, 256), descriptors.shape[1]))
-                f.create_dataset("mel", data=np.asarray(mel, dtype=np.float32), fletcher32=True,
-                                 chunks=(1,) + self.mel_shape)
+                m = f.create_dataset("mel", shape=(k,) + self.mel_shape, dtype="float32", fletcher32=True,
+                                     chunks=(1,) + self.mel_shape)
+                at = 0
+                for piece in mel:  # one chunk per row: each piece fills whole chunks
+                    m[at:at + piece.shape[0]] = np.asarray(piece, dtype=np.float32)
+                    at += piece.shape[0]
                 _write_columns(f.create_group("meta"), meta_frame, META_COLUMNS)
             if n_fail:
                 _write_columns(f.create_group("failures"), fail_frame, FAILURE_COLUMNS)
