@@ -371,6 +371,33 @@ def test_a_store_grown_batch_by_batch_equals_one_merged_from_its_parts(
     pd.testing.assert_frame_equal(a.meta(), b.meta())
 
 
+def test_the_growing_store_goes_to_disk_batch_by_batch_with_or_without_sync_file_range(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = [_batch(0, 2), _batch(2, 3)]
+    started, synced = [], []
+    real_start, real_fsync = store_mod._start_writeback, store_mod._fsync_path
+    monkeypatch.setattr(store_mod, "_start_writeback", lambda path: (started.append(path.name), real_start(path))[1])
+    monkeypatch.setattr(store_mod, "_fsync_path", lambda path, **kw: (synced.append(path.name), real_fsync(path, **kw)))
+    linux = _writer(tmp_path / "linux.h5")
+    for b in batches:
+        linux.append(*b)
+    assert started == ["merged.h5.tmp"] * 2  # writeback started after each batch ...
+    assert "merged.h5.tmp" not in synced  # ... and no fsync of it before finish
+    linux.finish()
+    # where sync_file_range is missing: an fsync every _GROW_SYNC_BYTES (here: every batch)
+    monkeypatch.setattr(store_mod, "_sync_file_range", lambda: None)
+    monkeypatch.setattr(store_mod, "_GROW_SYNC_BYTES", 1)
+    synced.clear()
+    other = _writer(tmp_path / "other.h5")
+    for b in batches:
+        other.append(*b)
+    assert synced.count("merged.h5.tmp") == 2
+    other.finish()
+    a, b = Store(linux.path), Store(other.path)
+    for family in ("descriptors", "mel"):
+        np.testing.assert_array_equal(a.read(family, np.arange(5)), b.read(family, np.arange(5)))
+
+
 def test_finish_decodes_a_base_store_chunked_another_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = _writer(tmp_path / "s.h5")
     w.append(*_batch(0, 3))

@@ -84,7 +84,7 @@ _HEADER = "header.json"
 _LOCK = "LOCK"
 _PID = "PID"
 _MERGED = "merged.h5.tmp"
-_GROW_SYNC_BYTES = 256 << 20  # where writeback cannot be started: the growing store is fsynced after this many new bytes
+_GROW_SYNC_BYTES = 256 << 20  # where writeback cannot be started: the growing store's fsync, every this many bytes
 _PART_RE = re.compile(r"^part-(\d{6})\.h5$")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # what h5py, PyTables and pandas raise on damaged files (tables' errors derive from these)
@@ -738,8 +738,9 @@ class StoreWriter:
 
     def _grow(self, part: Path, descriptors: np.ndarray, k: int) -> None:
         """Append a committed batch to the store being built in the work folder (its writeback to
-        disk started at once, see :func:`_start_writeback`), so that :meth:`finish` has only the tables to add and a
-        short fsync: the copy and most of its disk writes happen while later batches are computed.
+        disk started at once, see :func:`_start_writeback`), so that :meth:`finish` has only the
+        tables to add and a short fsync: the copy and its disk writes happen while later batches
+        are computed.
         The parts stay the record: a crash discards this file, and any error here only makes
         :meth:`finish` merge the parts as a resumed run's are."""
         import h5py
