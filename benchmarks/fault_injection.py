@@ -1,4 +1,4 @@
-"""Fault injection for ``featurize``: SIGKILL at random moments and at every commit point.
+"""Fault injection for ``featurize``: SIGKILL at random moments and at every commit point, Ctrl-C.
 
     flock /tmp/ser-bench.lock python benchmarks/fault_injection.py            # 20 random-kill trials
     flock /tmp/ser-bench.lock python benchmarks/fault_injection.py --trials 40 --strace
@@ -18,7 +18,11 @@ a few unusable files mixed in (so the ``failures`` table is exercised too):
    XOR-ed at a random offset, and N truncated at a random length, are read the way ``ser info``
    reads them (every block, checksums on). Each outcome is counted: reported (a StoreError
    with a message), harmless (nothing reported and the data read equal the reference's),
-   silent (nothing reported but the data differ) or a traceback (any other exception).
+   silent (nothing reported but the data differ) or a traceback (any other exception);
+5. **Ctrl-C** (``--sigints N``): N trials that send SIGINT to featurize's process group (as a
+   terminal does) at random moments, one to three times, each time expecting a clean stop (exit
+   130) or a finished run; a crash or a hang fails the trial. Then the same command runs to the
+   end and the store is compared with the reference.
 
 Prints one line per trial and a summary (trials, kills survived, rows lost, duplicates); exits
 non-zero if any store differs from the reference. Small batches (``--batch-clips``, default 4)
@@ -61,7 +65,11 @@ def child(data: str, out: str, workers: int, batch_clips: int) -> None:
 
     warnings.filterwarnings("ignore", "split not stratified")
     print("ready", flush=True)
-    featurize(_config(Path(data), Path(out), workers, batch_clips), progress=False, log=lambda m: None)
+    try:
+        featurize(_config(Path(data), Path(out), workers, batch_clips), progress=False, log=lambda m: None)
+    except KeyboardInterrupt:  # as the CLI does
+        print("interrupted", flush=True)
+        sys.exit(130)
     print("done", flush=True)
 
 
@@ -156,6 +164,59 @@ def random_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path, t
         ok = not diff["mismatch"] and diff["rows_lost"] == 0 and diff["duplicates"] == 0
         rows.append({"trial": trial, "mode": "random", "workers": workers, "kills": kills, **diff, "ok": ok})
         print(f"trial {trial:3d} workers={workers} kills at {', '.join(phases)} -> "
+              f"{'same store as the clean run' if ok else diff}", flush=True)
+        shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
+        out.unlink(missing_ok=True)
+    return rows
+
+
+def interrupt_after(cmd: list[str], delay: float) -> str:
+    """Start ``cmd``, wait for "ready", sleep ``delay``, send SIGINT to its process group (what
+    Ctrl-C in a terminal does); how it ended. A crash or a hang is what these trials look for."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        proc.wait()
+        return "failed to start"
+    time.sleep(delay)
+    sent = proc.poll() is None
+    if sent:
+        os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return "hung"
+    if proc.returncode == 0:
+        return "finished before the Ctrl-C"
+    if proc.returncode == 130 and "interrupted" in out:
+        return "interrupted"
+    if proc.returncode == -signal.SIGINT and "done" in out:  # Python had restored the default handler
+        return "finished; Ctrl-C during interpreter exit"
+    return f"crashed (exit {proc.returncode}): {err.strip().splitlines()[-1:] if err.strip() else ''}"
+
+
+def sigint_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path, t_run: float) -> list[dict]:
+    """Ctrl-C at random moments, one to three times, then the same command to the end."""
+    rng = random.Random(args.seed + 1)
+    rows = []
+    for trial in range(1, args.sigints + 1):
+        out = work / f"sigint{trial}.h5"
+        workers = 1 if trial % 2 else args.workers
+        cmd = _child_cmd(data, out, workers, args.batch_clips)
+        outcomes = []
+        for _ in range(rng.randint(1, 3)):
+            delay = rng.uniform(0.0, t_run)
+            outcomes.append((delay, interrupt_after(cmd, delay)))
+        clean = all(o == "interrupted" or o.startswith("finished") for _, o in outcomes)
+        run_to_end(cmd)
+        diff = compare(ref, out)
+        ok = clean and not diff["mismatch"] and diff["rows_lost"] == 0 and diff["duplicates"] == 0
+        rows.append({"trial": trial, "mode": "ctrl-c", "workers": workers,
+                     "kills": sum(o == "interrupted" for _, o in outcomes), **diff, "ok": ok})
+        print(f"ctrl-c {trial:3d} workers={workers} at {', '.join(f'{d:.2f}s:{o}' for d, o in outcomes)} -> "
               f"{'same store as the clean run' if ok else diff}", flush=True)
         shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
         out.unlink(missing_ok=True)
@@ -273,6 +334,8 @@ def main() -> int:
     parser.add_argument("--strace", action="store_true", help="Also kill at every commit point (needs strace).")
     parser.add_argument("--pwrite-samples", type=int, default=12, help="pwrite64 kill points to sample.")
     parser.add_argument("--flips", type=int, default=0, help="Damaged-store trials (flips and truncations each).")
+    parser.add_argument("--sigints", type=int, default=0,
+                        help="Ctrl-C trials: SIGINT to the process group at random moments, then a rerun.")
     parser.add_argument("--json", type=Path, default=None, help="Write the per-trial table here.")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -290,6 +353,8 @@ def main() -> int:
               f"{t_run:.1f} s (batches of {args.batch_clips} clips)", flush=True)
         damage = damage_trials(args, ref, work) if args.flips else {}
         rows = random_trials(args, data, ref, work, t_run)
+        if args.sigints:
+            rows += sigint_trials(args, data, ref, work, t_run)
         if args.strace:
             rows += strace_trials(args, data, ref, work)
     finally:
