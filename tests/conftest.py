@@ -24,14 +24,23 @@ Everything here is deterministic (explicit seeds) and small enough for a 2-core 
     val and test clips with ``none`` only. Shared by the whole session: read it, never write
     to it (copy it with ``shutil.copy`` first if a test must change it).
 
+``ctrl_c_later``
+    A function ``(after, then=None)``: in ``after`` seconds a real SIGINT reaches the main thread
+    (what Ctrl-C does; it interrupts a blocking wait, which ``_thread.interrupt_main`` does not),
+    and 0.3 s later ``then()`` runs. Its timers are joined when the test ends.
+
 Session fixtures cost a few seconds once; tests that need their own store should featurize
 a few clips (``emotions=("ANG",)``, ``augment=()``) rather than a whole corpus.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
+import time
 import warnings
 from pathlib import Path
+from typing import Callable, Iterator
 
 import pytest
 
@@ -81,3 +90,23 @@ def small_store(small_store_config: FeaturizeConfig) -> Path:
         summary = featurize(small_store_config, progress=False, log=lambda msg: None)
     assert summary.n_failures == 0 and summary.n_rows > summary.n_clips
     return Path(summary.store)
+
+
+@pytest.fixture
+def ctrl_c_later() -> Iterator[Callable[..., None]]:
+    main = threading.main_thread().ident
+    timers: list[threading.Timer] = []
+
+    def schedule(after: float, then: Callable[[], None] | None = None) -> None:
+        def fire() -> None:
+            signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(0.3)
+            if then is not None:
+                then()
+
+        timers.append(threading.Timer(after, fire))
+        timers[-1].start()
+
+    yield schedule
+    for timer in timers:
+        timer.join()

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
-import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import h5py
 import numpy as np
@@ -278,7 +277,7 @@ def test_the_committer_holds_at_most_one_waiting_batch() -> None:
     assert not blocked.is_alive() and c._worker.finished
 
 
-def test_ctrl_c_while_closing_the_committer_still_waits_for_the_running_commit() -> None:
+def test_ctrl_c_while_closing_the_committer_still_waits_for_the_running_commit(ctrl_c_later) -> None:
     """A Ctrl-C that interrupts the wait must not let the writer close under a running commit.
 
     ``Thread.join`` on CPython 3.11 marks a thread stopped when Ctrl-C interrupts it (while it
@@ -291,19 +290,14 @@ def test_ctrl_c_while_closing_the_committer_still_waits_for_the_running_commit()
         gate.wait(10)
         finished.append(i)
 
-    def ctrl_c(then: Callable[[], None] = lambda: None) -> None:
-        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
-        time.sleep(0.3)
-        then()
-
     c = _Committer(commit)
     c.put(0)
     started.wait(5)
-    threading.Timer(0.2, ctrl_c).start()
+    ctrl_c_later(0.2)
     with pytest.raises(KeyboardInterrupt):
         c.close()  # interrupted while the commit is held at the gate
     assert finished == []
-    threading.Timer(0.2, ctrl_c, kwargs={"then": gate.set}).start()  # Ctrl-C again, then the commit ends
+    ctrl_c_later(0.2, gate.set)  # Ctrl-C again, then the commit ends
     c.drain()  # waits through the second Ctrl-C for the commit to end
     assert finished == [0]
     c._worker.thread.join(5)
