@@ -514,38 +514,58 @@ def test_an_old_schema_store_is_refused_with_a_message(tiny: Path, tmp_path: Pat
 
 # -- train killed --------------------------------------------------------------------------------
 
-def test_train_killed_mid_run_resumes_to_the_uninterrupted_result(trained: tuple[Path, Path],
-                                                                  tmp_path: Path) -> None:
-    store, _ = trained
-    args = ["train", "--store", store, "--model", "cnn2d", "--filters", "4,8", "--kernels", "3x3,3x3",
-            "--epochs", 10, "--batch-size", 8, "--patience", 0, "--seed", 5, "--dropout", 0.3, "--mixup", 0.2,
-            "--spec-augment", "--device", "cpu"]
+_TRAIN_ARGS = ["--model", "cnn2d", "--filters", "4,8", "--kernels", "3x3,3x3", "--epochs", 10, "--batch-size", 8,
+               "--patience", 0, "--seed", 5, "--dropout", 0.3, "--mixup", 0.2, "--spec-augment", "--device", "cpu"]
+
+
+def _train_command(store: Path) -> list[str]:
     # every run is a fresh process, as a user's would be: nothing another test left in this
     # process (thread limits, allocator settings) can make the runs differ
-    command = [sys.executable, "-c", "from ser.cli import main; main()", *map(str, args)]
+    return [sys.executable, "-c", "from ser.cli import main; main()", "train", "--store", str(store),
+            *map(str, _TRAIN_ARGS)]
 
-    def run(out: Path, *extra: str) -> None:
-        done = subprocess.run([*command, "--out", str(out), *extra], capture_output=True, text=True)
-        assert done.returncode == 0, done.stderr[-2000:]
 
-    run(tmp_path / "whole")
-    proc = subprocess.Popen([*command, "--out", str(tmp_path / "killed")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+def _train_to_end(command: list[str], out: Path, *extra: str) -> None:
+    done = subprocess.run([*command, "--out", str(out), *extra], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.fixture(scope="module")
+def whole_training(trained: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The uninterrupted run the stopped-and-resumed ones must equal."""
+    out = tmp_path_factory.mktemp("train") / "whole"
+    _train_to_end(_train_command(trained[0]), out)
+    return out
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "Ctrl-C"])
+def test_train_stopped_mid_run_resumes_to_the_uninterrupted_result(trained: tuple[Path, Path], whole_training: Path,
+                                                                   tmp_path: Path, sig: int) -> None:
+    command = _train_command(trained[0])
+    stopped = tmp_path / "stopped"
+    proc = subprocess.Popen([*command, "--out", str(stopped)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
     for line in proc.stderr:
         if line.lstrip().startswith("epoch   2/"):
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
             break
+    rest = proc.stderr.read()
     proc.wait()
     if proc.returncode == 0:
-        pytest.skip("train finished before the SIGKILL arrived")
-    assert proc.returncode == -signal.SIGKILL
-    last = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)  # whole: saved atomically
+        pytest.skip("train finished before the signal arrived")
+    if sig == signal.SIGKILL:
+        assert proc.returncode == -signal.SIGKILL
+    else:  # Ctrl-C: a clean stop that says how to go on, the prefetching thread waited for
+        assert proc.returncode == 130, rest
+        assert "interrupted" in rest and "--resume" in rest and "Traceback" not in rest, rest
+    last = torch.load(stopped / "last.pt", weights_only=True)  # whole: saved atomically
     assert 2 <= last["epoch"] < 10 and last["resume"]["epoch"] == last["epoch"]
-    run(tmp_path / "killed", "--resume")
-    hist = [pd.read_csv(tmp_path / d / "history.csv").drop(columns="seconds") for d in ("whole", "killed")]
+    _train_to_end(command, stopped, "--resume")
+    hist = [pd.read_csv(d / "history.csv").drop(columns="seconds") for d in (whole_training, stopped)]
     pd.testing.assert_frame_equal(*hist)
     for name in ("best.pt", "last.pt"):
-        a, b = (torch.load(tmp_path / d / name, weights_only=True) for d in ("whole", "killed"))
+        a, b = (torch.load(d / name, weights_only=True) for d in (whole_training, stopped))
         assert a["epoch"] == b["epoch"]
         for key in a["state_dict"]:
             assert torch.equal(a["state_dict"][key], b["state_dict"][key]), (name, key)

@@ -299,6 +299,7 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
     deterministic = torch.are_deterministic_algorithms_enabled()
     if device.type == "cpu":  # bit-identical reruns and resumes on the CPU
         torch.use_deterministic_algorithms(True, warn_only=True)
+    saved = first - 1  # the epoch last.pt holds (0: none)
     try:
         for epoch in range(first, cfg.epochs + 1):
             if finished:
@@ -359,6 +360,7 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
             # last.pt after best.pt: a run killed between the two redoes this epoch, identically
             save_checkpoint(out_dir / "last.pt", model=model, history=history, epoch=epoch,
                             extra=resume_state(epoch), **ckpt_args)
+            saved = epoch
             log(f"epoch {epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  acc {train_acc:.3f}"
                 + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
                 + f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
@@ -368,6 +370,11 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
             if stop:
                 log(f"early stop: no better validation macro-F1 for {cfg.patience} epochs")
                 break
+    except KeyboardInterrupt:
+        if ctx.is_main:
+            log(f"\ninterrupted: {out_dir / 'last.pt'} holds epoch {saved}; run the same command with --resume "
+                "to continue from there" if saved else "\ninterrupted before the first epoch ended")
+        raise
     finally:
         if device.type == "cpu":
             torch.use_deterministic_algorithms(deterministic)
