@@ -404,6 +404,17 @@ def _copy_chunks(src: Any, dst: Any, rows: int, at: int) -> None:
         write((at + i,) + rest, chunk, mask)
 
 
+def _copy_mel(src: Any, dst: Any, rows: int, at: int) -> None:
+    """Copy the first ``rows`` mel rows of ``src`` to ``dst`` from row ``at``: chunk for chunk where
+    the layouts agree (:func:`_same_chunks`), else decoded, ``_COPY_ROWS`` rows at a time."""
+    if _same_chunks(src, dst):
+        _copy_chunks(src, dst, rows, at)
+        return
+    for lo in range(0, rows, _COPY_ROWS):
+        hi = min(lo + _COPY_ROWS, rows)
+        dst[at + lo:at + hi] = src[lo:hi]
+
+
 # -- store files -------------------------------------------------------------------------------
 def _corrupt(path: Path, exc: BaseException) -> StoreError:
     text = str(exc)
@@ -756,10 +767,7 @@ class StoreWriter:
             m.resize(at + k, axis=0)
             d[at:at + k] = np.asarray(descriptors, dtype=np.float32)
             with h5py.File(part, "r") as src:
-                if _same_chunks(src["mel"], m):
-                    _copy_chunks(src["mel"], m, k, at)
-                else:
-                    m[at:at + k] = src["mel"][:]
+                _copy_mel(src["mel"], m, k, at)
             self._live_rows = at + k
             self._live_dirty += k * int(np.prod(self.mel_shape)) * 4
             # to disk as the run goes, not all at the end: writeback starts now (finish's fsync
@@ -913,7 +921,7 @@ class StoreWriter:
 
     def _copy_rows(self, f: Any, n: int, sources: list[tuple[Path, int]]) -> None:
         """Create ``f``'s arrays for ``n`` rows and copy every source's rows in, in order (mel
-        chunk for chunk where the layouts agree, see :func:`_same_chunks`)."""
+        chunk for chunk where the layouts agree, see :func:`_copy_mel`)."""
         import h5py
 
         d, m = self._create_arrays(f, n)
@@ -922,15 +930,10 @@ class StoreWriter:
             if rows == 0:
                 continue
             with h5py.File(src, "r") as s:
-                s_desc, s_mel = s["descriptors"], s["mel"]
-                raw = _same_chunks(s_mel, m)
                 for lo in range(0, rows, _COPY_ROWS):
                     hi = min(lo + _COPY_ROWS, rows)
-                    d[pos + lo:pos + hi] = s_desc[lo:hi]
-                    if not raw:
-                        m[pos + lo:pos + hi] = s_mel[lo:hi]
-                if raw:
-                    _copy_chunks(s_mel, m, rows, pos)
+                    d[pos + lo:pos + hi] = s["descriptors"][lo:hi]
+                _copy_mel(s["mel"], m, rows, pos)
             pos += rows
 
     def close(self) -> None:
