@@ -129,50 +129,17 @@ def run_to_end(cmd: list[str], timeout: float = 600) -> float:
     return time.perf_counter() - t0
 
 
-def kill_after(cmd: list[str], delay: float) -> str:
-    """Start ``cmd``, wait for "ready", sleep ``delay``, SIGKILL it; what phase it was in."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                            start_new_session=True)
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    if line.strip() != "ready":
-        proc.wait()
-        return "failed to start"
-    time.sleep(delay)
-    finished = proc.poll() is not None
-    if not finished:
-        os.killpg(proc.pid, signal.SIGKILL)  # the parent and its workers, like an OOM kill or a power cut
-    proc.wait()
-    return "finished before the kill" if finished else "killed"
+#: How a signalled run may end, by signal: anything else (a crash, a hang) fails the trial.
+_CLEAN_ENDS = {
+    signal.SIGKILL: {"killed", "finished before the signal"},
+    signal.SIGINT: {"interrupted", "finished before the signal", "finished; Ctrl-C during interpreter exit"},
+}
 
 
-def random_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path, t_run: float) -> list[dict]:
-    rng = random.Random(args.seed)
-    rows = []
-    for trial in range(1, args.trials + 1):
-        out = work / f"trial{trial}.h5"
-        workers = 1 if trial % 2 else args.workers
-        cmd = _child_cmd(data, out, workers, args.batch_clips)
-        kills, phases = 0, []
-        for _ in range(rng.randint(1, 3)):
-            delay = rng.uniform(0.0, t_run)
-            phase = kill_after(cmd, delay)
-            phases.append(f"{delay:.2f}s:{phase}")
-            kills += phase == "killed"
-        run_to_end(cmd)
-        diff = compare(ref, out)
-        ok = not diff["mismatch"] and diff["rows_lost"] == 0 and diff["duplicates"] == 0
-        rows.append({"trial": trial, "mode": "random", "workers": workers, "kills": kills, **diff, "ok": ok})
-        print(f"trial {trial:3d} workers={workers} kills at {', '.join(phases)} -> "
-              f"{'same store as the clean run' if ok else diff}", flush=True)
-        shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
-        out.unlink(missing_ok=True)
-    return rows
-
-
-def interrupt_after(cmd: list[str], delay: float) -> str:
-    """Start ``cmd``, wait for "ready", sleep ``delay``, send SIGINT to its process group (what
-    Ctrl-C in a terminal does); how it ended. A crash or a hang is what these trials look for."""
+def signal_after(cmd: list[str], delay: float, sig: int) -> str:
+    """Start ``cmd``, wait for "ready", sleep ``delay``, send ``sig`` to its process group (the
+    parent and its workers: what an OOM kill, a power cut or Ctrl-C in a terminal reaches); how
+    the run ended."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     assert proc.stdout is not None
@@ -180,9 +147,8 @@ def interrupt_after(cmd: list[str], delay: float) -> str:
         proc.wait()
         return "failed to start"
     time.sleep(delay)
-    sent = proc.poll() is None
-    if sent:
-        os.killpg(proc.pid, signal.SIGINT)
+    if proc.poll() is None:
+        os.killpg(proc.pid, sig)
     try:
         out, err = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
@@ -190,7 +156,9 @@ def interrupt_after(cmd: list[str], delay: float) -> str:
         proc.wait()
         return "hung"
     if proc.returncode == 0:
-        return "finished before the Ctrl-C"
+        return "finished before the signal"
+    if proc.returncode == -signal.SIGKILL and sig == signal.SIGKILL:
+        return "killed"
     if proc.returncode == 130 and "interrupted" in out:
         return "interrupted"
     if proc.returncode == -signal.SIGINT and "done" in out:  # Python had restored the default handler
@@ -198,25 +166,26 @@ def interrupt_after(cmd: list[str], delay: float) -> str:
     return f"crashed (exit {proc.returncode}): {err.strip().splitlines()[-1:] if err.strip() else ''}"
 
 
-def sigint_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path, t_run: float) -> list[dict]:
-    """Ctrl-C at random moments, one to three times, then the same command to the end."""
-    rng = random.Random(args.seed + 1)
+def signal_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path, t_run: float, *,
+                  sig: int, n: int, mode: str, seed: int) -> list[dict]:
+    """``n`` trials: ``sig`` at random moments, one to three times, then the same command to the end."""
+    rng = random.Random(seed)
     rows = []
-    for trial in range(1, args.sigints + 1):
-        out = work / f"sigint{trial}.h5"
+    for trial in range(1, n + 1):
+        out = work / f"{mode}{trial}.h5"
         workers = 1 if trial % 2 else args.workers
         cmd = _child_cmd(data, out, workers, args.batch_clips)
         outcomes = []
         for _ in range(rng.randint(1, 3)):
             delay = rng.uniform(0.0, t_run)
-            outcomes.append((delay, interrupt_after(cmd, delay)))
-        clean = all(o == "interrupted" or o.startswith("finished") for _, o in outcomes)
+            outcomes.append((delay, signal_after(cmd, delay, sig)))
+        clean = all(o in _CLEAN_ENDS[sig] for _, o in outcomes)
         run_to_end(cmd)
         diff = compare(ref, out)
         ok = clean and not diff["mismatch"] and diff["rows_lost"] == 0 and diff["duplicates"] == 0
-        rows.append({"trial": trial, "mode": "ctrl-c", "workers": workers,
-                     "kills": sum(o == "interrupted" for _, o in outcomes), **diff, "ok": ok})
-        print(f"ctrl-c {trial:3d} workers={workers} at {', '.join(f'{d:.2f}s:{o}' for d, o in outcomes)} -> "
+        rows.append({"trial": trial, "mode": mode, "workers": workers,
+                     "kills": sum(o in ("killed", "interrupted") for _, o in outcomes), **diff, "ok": ok})
+        print(f"{mode} {trial:3d} workers={workers} at {', '.join(f'{d:.2f}s:{o}' for d, o in outcomes)} -> "
               f"{'same store as the clean run' if ok else diff}", flush=True)
         shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
         out.unlink(missing_ok=True)
@@ -352,9 +321,10 @@ def main() -> int:
         print(f"corpus: {meta['clip_id'].nunique()} clips + 3 unusable files -> {len(meta)} rows; clean run "
               f"{t_run:.1f} s (batches of {args.batch_clips} clips)", flush=True)
         damage = damage_trials(args, ref, work) if args.flips else {}
-        rows = random_trials(args, data, ref, work, t_run)
-        if args.sigints:
-            rows += sigint_trials(args, data, ref, work, t_run)
+        rows = signal_trials(args, data, ref, work, t_run, sig=signal.SIGKILL, n=args.trials, mode="random",
+                             seed=args.seed)
+        rows += signal_trials(args, data, ref, work, t_run, sig=signal.SIGINT, n=args.sigints, mode="ctrl-c",
+                              seed=args.seed + 1)
         if args.strace:
             rows += strace_trials(args, data, ref, work)
     finally:
