@@ -19,7 +19,7 @@ from click.testing import CliRunner, Result
 import ser.featurize as featurize_mod
 from ser.cli import main
 from ser.errors import SerError, StoreError
-from ser.featurize import ClipResult, _Committer, _rows_meta, featurize, plan
+from ser.featurize import ClipResult, _Committer, _PendingBatch, _rows_meta, featurize, plan
 from ser.labels import CREMAD_EMOTIONS
 from ser.splits import assign_splits
 from ser.store import (META_COLUMNS, META_STRING_COLUMNS, Store, StoreWriter, _as_plain, _table_frame,
@@ -230,6 +230,26 @@ def test_rows_meta_matches_the_row_by_row_build(strings: str) -> None:
     kept = [_table_frame(_as_plain(m.loc[:, list(META_COLUMNS)], META_STRING_COLUMNS), META_COLUMNS)
             for m in (old, new)]
     pd.testing.assert_frame_equal(kept[1], kept[0])
+
+
+def test_a_pending_batch_lays_the_clips_mel_rows_end_to_end_and_starts_afresh() -> None:
+    rng = np.random.default_rng(3)
+    mels = [rng.standard_normal((k, 2, 3)).astype(np.float32) for k in (3, 1, 3, 2)]
+    results = [ClipResult(index=0, mel=mels[0].copy()), ClipResult(index=1, mel=mels[1].copy()),
+               ClipResult(index=2, error="x.wav: not audio"),  # a failure: no rows
+               ClipResult(index=3, mel=mels[2].copy()), ClipResult(index=4, mel=mels[3].copy())]
+    batch = _PendingBatch(4, (2, 3))  # room for 4 rows planned, 9 come: it grows
+    for r in results:
+        batch.add(r)
+    assert len(batch) == 5 and all(r.mel is None for r in results)  # the batch holds the only copy
+    taken, mel = batch.take()
+    assert taken == results
+    np.testing.assert_array_equal(mel, np.concatenate(mels))
+    assert len(batch) == 0 and batch.take() == ([], None)
+    batch.add(ClipResult(index=5, mel=mels[1].copy()))  # the next batch has an array of its own
+    _, again = batch.take()
+    np.testing.assert_array_equal(again, mels[1])
+    np.testing.assert_array_equal(mel, np.concatenate(mels))  # the committed one is untouched
 
 
 def test_the_committer_commits_in_order_and_raises_the_first_error_in_the_caller() -> None:

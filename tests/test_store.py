@@ -318,25 +318,48 @@ def _raw_chunks(path: Path) -> list[tuple[int, bytes]]:
         return [mel.id.read_direct_chunk((i, 0, 0)) for i in range(mel.shape[0])]
 
 
-def test_finish_copies_the_mel_chunks_as_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_fresh_store_grows_from_memory_one_write_a_batch_into_the_parts_chunks(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = _writer(tmp_path / "s.h5")
     batches = [_batch(0, 2), _batch(2, 3)]
-    copies = []
-    real = store_mod._copy_chunks
-    monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real(*a)))
+    writes, copies = [], []
+    real_write, real_copy = store_mod._write_pieces, store_mod._copy_chunks
+    monkeypatch.setattr(store_mod, "_write_pieces",
+                        lambda dst, pieces, at: (writes.append((dst.file.filename.rsplit("/", 1)[-1], len(pieces))),
+                                                 real_write(dst, pieces, at)))
+    monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real_copy(*a)))
     for b in batches:
         w.append(*b)
-    assert copies == [2, 3]  # a fresh store grows as each part commits, chunk for chunk
+    # each batch: one write to its part, one to the growing store, from the array handed over
+    assert [(name.split("-")[0], n) for name, n in writes] == [("part", 1), ("merged.h5.tmp", 1)] * 2
     parts = sorted(work_dir(w.path).glob("part-*.h5"))
     committed = [chunk for part in parts for chunk in _raw_chunks(part)]
     w.finish()
-    assert copies == [2, 3]  # and finish copies nothing again
-    assert _raw_chunks(w.path) == committed  # checksums included
+    assert copies == [] and len(writes) == 4  # finish writes no mel again
+    assert _raw_chunks(w.path) == committed  # the same bytes as the parts', checksums included
     with h5py.File(w.path, "r") as f:
         assert f["mel"].chunks == (1, 4, 3) and f["mel"].fletcher32
     store = Store(w.path)
     store.verify()
     np.testing.assert_array_equal(store.read("mel", np.arange(5)), np.concatenate([b[1] for b in batches]))
+
+
+def test_a_resumed_store_merges_the_mel_chunks_as_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _writer(tmp_path / "s.h5")
+    batches = [_batch(0, 2), _batch(2, 3)]
+    w.append(*batches[0])
+    w.close()  # stopped: the next run resumes from the part
+    copies = []
+    real = store_mod._copy_chunks
+    monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real(*a)))
+    w = _writer(tmp_path / "s.h5")
+    w.append(*batches[1])
+    parts = sorted(work_dir(w.path).glob("part-*.h5"))
+    committed = [chunk for part in parts for chunk in _raw_chunks(part)]
+    w.finish()
+    assert copies == [2, 3]  # every part, chunk for chunk, nothing decoded
+    assert _raw_chunks(w.path) == committed
+    Store(w.path).verify()
 
 
 def test_a_store_grown_batch_by_batch_equals_one_merged_from_its_parts(
@@ -347,22 +370,25 @@ def test_a_store_grown_batch_by_batch_equals_one_merged_from_its_parts(
         grown.append(*b)
     grown.finish()
     # growing fails at the second batch (say the disk filled up): finish merges the parts instead
-    real = store_mod._copy_chunks
-    calls = []
+    real = store_mod._write_pieces
+    grows, copies = [], []
 
-    def flaky(*a):
-        calls.append(a[2])
-        if len(calls) == 2:
-            raise OSError("no space left on device")
-        return real(*a)
+    def flaky(dst, pieces, at):
+        if dst.file.filename.endswith("merged.h5.tmp"):
+            grows.append(at)
+            if len(grows) == 2:
+                raise OSError("no space left on device")
+        return real(dst, pieces, at)
 
-    monkeypatch.setattr(store_mod, "_copy_chunks", flaky)
+    monkeypatch.setattr(store_mod, "_write_pieces", flaky)
+    real_copy = store_mod._copy_chunks
+    monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real_copy(*a)))
     merged = _writer(tmp_path / "merged.h5")
     for b in batches:
         merged.append(*b)
     assert not (work_dir(merged.path) / "merged.h5.tmp").exists()  # dropped at the failure
     merged.finish()
-    assert calls == [2, 3, 2, 3, 1]  # grown twice, then every part merged at the end
+    assert grows == [0, 2] and copies == [2, 3, 1]  # grown once, failed, then every part merged at the end
     a, b = Store(grown.path), Store(merged.path)
     a.verify()
     b.verify()

@@ -415,6 +415,13 @@ def _copy_mel(src: Any, dst: Any, rows: int, at: int) -> None:
         dst[at + lo:at + hi] = src[lo:hi]
 
 
+def _write_pieces(dst: Any, pieces: Sequence[np.ndarray], at: int) -> None:
+    """Write ``pieces`` (arrays of whole rows) to ``dst`` one after the other from row ``at``: one
+    HDF5 call each, so a batch handed over as one array is one call, whatever its chunks."""
+    for piece in pieces:
+        dst[at:at + piece.shape[0]] = np.asarray(piece, dtype=np.float32)
+        at += piece.shape[0]
+
 # -- store files -------------------------------------------------------------------------------
 def _corrupt(path: Path, exc: BaseException) -> StoreError:
     text = str(exc)
@@ -736,7 +743,7 @@ class StoreWriter:
         self._tables[seq] = tables
         self.n_rows += k
         if k and self._grow_ok:
-            self._grow(final, descriptors, k)
+            self._grow(descriptors, pieces, k)
 
     def _create_arrays(self, f: Any, n: int) -> tuple[Any, Any]:
         d = f.create_dataset("descriptors", shape=(n, len(self.descriptor_names)),
@@ -747,13 +754,16 @@ class StoreWriter:
                              dtype="float32", chunks=(1,) + self.mel_shape, fletcher32=True)
         return d, m
 
-    def _grow(self, part: Path, descriptors: np.ndarray, k: int) -> None:
+    def _grow(self, descriptors: np.ndarray, pieces: list[np.ndarray], k: int) -> None:
         """Append a committed batch to the store being built in the work folder (its writeback to
         disk started at once, see :func:`_start_writeback`), so that :meth:`finish` has only the
-        tables to add and a short fsync: the copy and its disk writes happen while later batches
+        tables to add and a short fsync: the writes and their disk I/O happen while later batches
         are computed.
-        The parts stay the record: a crash discards this file, and any error here only makes
-        :meth:`finish` merge the parts as a resumed run's are."""
+        The batch is written from memory, as it went to its part: one HDF5 call per piece, not
+        a read and a write per chunk (each call hands the GIL over twice, and with every handover
+        the thread computing the next batch waits). The parts stay the record: a crash discards
+        this file, and any error here only makes :meth:`finish` merge the parts as a resumed
+        run's are."""
         import h5py
 
         tmp = self.work / _MERGED
@@ -766,8 +776,7 @@ class StoreWriter:
             d.resize(at + k, axis=0)
             m.resize(at + k, axis=0)
             d[at:at + k] = np.asarray(descriptors, dtype=np.float32)
-            with h5py.File(part, "r") as src:
-                _copy_mel(src["mel"], m, k, at)
+            _write_pieces(m, pieces, at)
             self._live_rows = at + k
             self._live_dirty += k * int(np.prod(self.mel_shape)) * 4
             # to disk as the run goes, not all at the end: writeback starts now (finish's fsync
@@ -802,10 +811,7 @@ class StoreWriter:
                                  chunks=(min(k, 256), descriptors.shape[1]))
                 m = f.create_dataset("mel", shape=(k,) + self.mel_shape, dtype="float32", fletcher32=True,
                                      chunks=(1,) + self.mel_shape)
-                at = 0
-                for piece in mel:  # one chunk per row: each piece fills whole chunks
-                    m[at:at + piece.shape[0]] = np.asarray(piece, dtype=np.float32)
-                    at += piece.shape[0]
+                _write_pieces(m, mel, 0)
                 _write_columns(f.create_group("meta"), meta_frame, META_COLUMNS)
             if n_fail:
                 _write_columns(f.create_group("failures"), fail_frame, FAILURE_COLUMNS)
