@@ -165,10 +165,10 @@ def test_resume_after_an_interrupted_run_gives_the_clean_runs_store(small_store:
     real_commit = StoreWriter.commit
     calls = []
 
-    def commit_then_ctrl_c(self: StoreWriter, descriptors=None, mel=None, meta=None, failures=None) -> None:
+    def commit_then_ctrl_c(self: StoreWriter, descriptors=None, mel=None, meta=None, failures=None, **kw) -> None:
         calls.append(0 if meta is None else len(meta))
         if len(calls) < 3:
-            return real_commit(self, descriptors, mel, meta, failures)
+            return real_commit(self, descriptors, mel, meta, failures, **kw)
         # Ctrl-C lands mid-commit: half a part file is on disk, its rename (the commit) never came
         (work_dir(self.path) / "part-000002.h5.tmp").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4096))
         raise KeyboardInterrupt

@@ -362,6 +362,46 @@ def test_a_resumed_store_merges_the_mel_chunks_as_stored(tmp_path: Path, monkeyp
     Store(w.path).verify()
 
 
+def test_the_last_batch_goes_to_the_growing_store_alone_and_the_store_is_the_same(tmp_path: Path) -> None:
+    batches = [_batch(0, 2), _batch(2, 3)]
+    fail = pd.DataFrame({"clip_id": ["bad"], "path": ["bad.wav"], "reason": ["not audio"]})
+    plain = _writer(tmp_path / "plain.h5")
+    plain.commit(*batches[0])
+    plain.commit(*batches[1], failures=fail)
+    plain.finish()
+
+    w = _writer(tmp_path / "last.h5")
+    w.commit(*batches[0])
+    w.commit(*batches[1], failures=fail, last=True)
+    assert len(list(work_dir(w.path).glob("part-*"))) == 1  # no part of its own
+    assert w.n_rows == 2  # not committed until finish
+    with pytest.raises(StoreError, match="last batch"):
+        w.commit(*_batch(5, 1))
+    w.finish()
+    a, b = Store(plain.path), Store(w.path)
+    b.verify()
+    for family in ("descriptors", "mel"):
+        np.testing.assert_array_equal(b.read(family, np.arange(5)), a.read(family, np.arange(5)))
+    pd.testing.assert_frame_equal(b.meta(), a.meta())
+    pd.testing.assert_frame_equal(b.failures(), a.failures())
+
+
+def test_a_last_batch_not_finished_is_computed_again_and_a_resumed_store_gives_it_a_part(tmp_path: Path) -> None:
+    batches = [_batch(0, 2), _batch(2, 3)]
+    w = _writer(tmp_path / "s.h5")
+    w.commit(*batches[0])
+    w.commit(*batches[1], last=True)
+    w.close()  # stopped before finish (Ctrl-C, say): the last batch is lost, the first kept
+    w = _writer(tmp_path / "s.h5")
+    assert w.resumed and w.n_rows == 2 and w.done_clip_ids() == {"clip0", "clip1"}
+    w.commit(*batches[1], last=True)  # a resumed store is merged from parts: the batch gets one
+    assert len(list(work_dir(w.path).glob("part-*"))) == 2
+    w.finish()
+    store = Store(w.path)
+    store.verify()
+    np.testing.assert_array_equal(store.read("mel", np.arange(5)), np.concatenate([b[1] for b in batches]))
+
+
 def test_a_store_grown_batch_by_batch_equals_one_merged_from_its_parts(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     batches = [_batch(0, 2), _batch(2, 3), _batch(5, 1)]

@@ -325,10 +325,11 @@ class _PendingBatch:
         return batch
 
 
-def _commit_results(writer: Any, clips: pd.DataFrame, results: list[ClipResult], mel: np.ndarray | None) -> None:
+def _commit_results(writer: Any, clips: pd.DataFrame, results: list[ClipResult], mel: np.ndarray | None,
+                    last: bool = False) -> None:
     """Commit a batch of clip results (``mel``: their mel rows, in order): their rows and their
-    failures, as one part. Runs on the commit thread: the batch's tables are built there, not
-    on the thread that computes."""
+    failures, as one part (``last``: see :meth:`StoreWriter.commit`). Runs on the commit thread:
+    the batch's tables are built there, not on the thread that computes."""
     ok = [r for r in results if r.error is None]
     bad = [r for r in results if r.error is not None]
     failures = pd.DataFrame({
@@ -337,9 +338,9 @@ def _commit_results(writer: Any, clips: pd.DataFrame, results: list[ClipResult],
         "reason": [r.error for r in bad],
     }) if bad else None
     if ok:
-        writer.commit(np.concatenate([r.descriptors for r in ok]), mel, _rows_meta(clips, ok), failures)
+        writer.commit(np.concatenate([r.descriptors for r in ok]), mel, _rows_meta(clips, ok), failures, last=last)
     else:
-        writer.commit(failures=failures)
+        writer.commit(failures=failures, last=last)
 
 
 class _Committer:
@@ -480,10 +481,10 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
             # one thread, first in first out: parts keep their order
             committer = _Committer(functools.partial(_commit_results, writer, clips))
 
-            def flush() -> None:
+            def flush(last: bool = False) -> None:
                 """Hand the pending clips to the committer as one batch (it builds the batch's tables)."""
                 if len(pending):
-                    committer.put(*pending.take())
+                    committer.put(*pending.take(), last)
 
             results = _results(jobs, cfg)
             for result in results:
@@ -492,7 +493,7 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                     bar.update(1)
                 if len(pending) >= cfg.batch_clips:
                     flush()
-            flush()
+            flush(last=True)  # without a part of its own where the store grows: finish follows
             committer.close()  # every batch is committed (or its error raised) before the store is merged
             if bar is not None:
                 bar.close()

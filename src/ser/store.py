@@ -55,6 +55,7 @@ import pandas as pd
 
 from . import __version__
 from .errors import StoreError
+from .threads import Background
 
 try:
     import fcntl
@@ -188,6 +189,27 @@ def _start_writeback(path: Path) -> bool:
     finally:
         os.close(fd)
 
+
+class _Sync:
+    """``fsync`` of a file on a thread of its own (it releases the GIL), so the caller can go on
+    writing elsewhere while the disk catches up; :meth:`wait` returns once it is done and
+    raises its error."""
+
+    def __init__(self, path: Path) -> None:
+        self._error: OSError | None = None
+        self._path = path
+        self._thread = Background(self._run, name="ser-part-fsync")
+
+    def _run(self) -> None:
+        try:
+            _fsync_path(self._path)
+        except OSError as exc:
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.wait()
+        if self._error is not None:
+            raise self._error
 
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -603,6 +625,8 @@ class StoreWriter:
         self._parts: list[_Part] = []
         # (meta, failures) of the parts this writer committed, as _read_columns would read them back
         self._tables: dict[int, tuple[pd.DataFrame | None, pd.DataFrame | None]] = {}
+        # (meta, failures) of a last batch that went to the growing store alone (commit(last=True))
+        self._last: tuple[pd.DataFrame | None, pd.DataFrame | None] | None = None
         # the store's arrays, built in the work folder as each batch commits (see _grow)
         self._live: Any = None
         self._live_rows = 0
@@ -695,16 +719,26 @@ class StoreWriter:
 
     # -- writing -----------------------------------------------------------------------------
     def commit(self, descriptors: np.ndarray | None = None, mel: np.ndarray | Sequence[np.ndarray] | None = None,
-               meta: pd.DataFrame | None = None, failures: pd.DataFrame | None = None) -> None:
+               meta: pd.DataFrame | None = None, failures: pd.DataFrame | None = None, *,
+               last: bool = False) -> None:
         """Commit one batch atomically: ``k`` rows (``descriptors (k, D)``, ``mel (k, n_mels,
         frames)``, ``meta`` with k rows) and/or failures (``clip_id``, ``path``, ``reason``).
 
         ``mel`` may also be a sequence of ``(k_i, n_mels, frames)`` arrays whose rows add up to
         ``k`` (a clip's variants each, say): they are written one after the other, as their
         concatenation would be, without building it.
+
+        ``last``: no batch follows before :meth:`finish`. Where the store is growing (a fresh
+        run), this batch then goes into it alone, without a part file of its own: finish
+        makes it durable with the rest, and the run's tail is shorter by a part's write, fsync
+        and deletion. Until finish it is not committed (:attr:`n_rows` leaves it out): a crash
+        or Ctrl-C before then loses it, as it loses a batch still being handed over, and the
+        rerun computes it again.
         """
         if self.closed:
             raise StoreError(f"{self.path}: the writer is closed")
+        if self._last is not None:
+            raise StoreError(f"{self.path}: the last batch is committed already; finish the store")
         pieces = None if mel is None else [mel] if isinstance(mel, np.ndarray) else list(mel)
         k = 0 if descriptors is None else int(descriptors.shape[0])
         k_mel = None if pieces is None else sum(int(piece.shape[0]) for piece in pieces)
@@ -729,21 +763,35 @@ class StoreWriter:
         # the rows as _merge would read them back from the part: kept, so it need not
         tables = (_table_frame(meta_frame, META_COLUMNS) if k else None,
                   _table_frame(fail_frame, FAILURE_COLUMNS) if n_fail else None)
+        if last and k and self._grow_ok and self._grow(descriptors, pieces, k):
+            self._last = tables
+            return
         seq = len(self._parts)
         final = _part_path(self.work, seq)
         tmp = final.with_name(final.name + ".tmp")
+        grown = False
         try:
-            self._write_part(tmp, final, seq, k, n_fail, descriptors, pieces,
+            self._write_part(tmp, seq, k, n_fail, descriptors, pieces,
                              meta_frame if k else None, fail_frame if n_fail else None)
-        except OSError as exc:  # a full disk, a vanished folder: the batch is not committed
+            # the part's fsync waits for the disk: the growing store is written meanwhile
+            synced = _Sync(tmp)
+            if k and self._grow_ok:
+                grown = self._grow(descriptors, pieces, k)
+            synced.wait()
+            os.replace(tmp, final)  # the commit
+            _fsync_path(self.work, directory=True)
+        except BaseException as exc:
             tmp.unlink(missing_ok=True)
+            if grown:  # the growing store holds a batch that is not committed: the parts decide
+                self._drop_live()
+            if not isinstance(exc, OSError):
+                raise
+            # a full disk, a vanished folder: the batch is not committed
             raise StoreError(f"cannot commit a batch to {self.work} ({exc}); the {self.n_rows} rows committed "
                              "before it are safe: fix the cause and run the same command again") from None
         self._parts.append(_Part(final, seq, k, n_fail))
         self._tables[seq] = tables
         self.n_rows += k
-        if k and self._grow_ok:
-            self._grow(descriptors, pieces, k)
 
     def _create_arrays(self, f: Any, n: int) -> tuple[Any, Any]:
         d = f.create_dataset("descriptors", shape=(n, len(self.descriptor_names)),
@@ -754,7 +802,7 @@ class StoreWriter:
                              dtype="float32", chunks=(1,) + self.mel_shape, fletcher32=True)
         return d, m
 
-    def _grow(self, descriptors: np.ndarray, pieces: list[np.ndarray], k: int) -> None:
+    def _grow(self, descriptors: np.ndarray, pieces: list[np.ndarray], k: int) -> bool:
         """Append a committed batch to the store being built in the work folder (its writeback to
         disk started at once, see :func:`_start_writeback`), so that :meth:`finish` has only the
         tables to add and a short fsync: the writes and their disk I/O happen while later batches
@@ -788,6 +836,8 @@ class StoreWriter:
                 self._live_dirty = 0
         except Exception:  # noqa: BLE001 - an optimisation only: fall back to the full merge
             self._drop_live()
+            return False
+        return True
 
     def _drop_live(self) -> None:
         self._grow_ok = False
@@ -799,9 +849,10 @@ class StoreWriter:
             self._live = None
         (self.work / _MERGED).unlink(missing_ok=True)
 
-    def _write_part(self, tmp: Path, final: Path, seq: int, k: int, n_fail: int, descriptors: Any,
+    def _write_part(self, tmp: Path, seq: int, k: int, n_fail: int, descriptors: Any,
                     mel: list[np.ndarray] | None, meta_frame: pd.DataFrame | None,
                     fail_frame: pd.DataFrame | None) -> None:
+        """Write a batch's part file to ``tmp`` (not yet synced: :meth:`commit` does that)."""
         import h5py
 
         with h5py.File(tmp, "w", libver=_LIBVER) as f:
@@ -815,9 +866,6 @@ class StoreWriter:
                 _write_columns(f.create_group("meta"), meta_frame, META_COLUMNS)
             if n_fail:
                 _write_columns(f.create_group("failures"), fail_frame, FAILURE_COLUMNS)
-        _fsync_path(tmp)
-        os.replace(tmp, final)  # the commit
-        _fsync_path(self.work, directory=True)
 
     def append(self, descriptors: np.ndarray, mel: np.ndarray, meta: pd.DataFrame) -> None:
         """Append ``k`` rows: ``descriptors (k, D)``, ``mel (k, n_mels, frames)``, ``meta`` (k rows)."""
@@ -883,6 +931,9 @@ class StoreWriter:
                 metas.append(_read_columns(part.path, "meta", META_COLUMNS))
                 fails.append(_read_columns(part.path, "failures", FAILURE_COLUMNS))
             sources.append((part.path, part.n_rows))
+        if self._last is not None:  # in the growing store only (see commit's last)
+            metas += [t for t in self._last[:1] if t is not None]
+            fails += [t for t in self._last[1:] if t is not None]
         metas = [m for m in metas if len(m)]
         fails = [f for f in fails if len(f)]
         meta = (pd.concat(metas, ignore_index=True) if metas
@@ -891,9 +942,13 @@ class StoreWriter:
         for col, dtype in _NUMERIC.items():
             meta[col] = meta[col].astype(dtype)
         n = len(meta)
-        if n != sum(rows for _, rows in sources):
+        last_rows = 0 if self._last is None or self._last[0] is None else len(self._last[0])
+        if n != sum(rows for _, rows in sources) + last_rows:
             raise StoreError(f"{self.work}: meta rows ({n}) and array rows disagree; featurize with --overwrite")
         live = self._live is not None and self._grow_ok and self._live_rows == n
+        if self._last is not None and not live:  # its rows are nowhere else
+            raise StoreError(f"{self.path}: the store being grown lost the last batch; run the same command "
+                             "again to compute it anew")
         if live:
             f = self._live
             self._live = None
