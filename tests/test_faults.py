@@ -157,11 +157,13 @@ def test_killed_at_the_final_rename_resumes(tiny: Path, reference: Path, tmp_pat
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny: Path, tmp_path: Path) -> None:
-    many = tmp_path / "AudioWAV"  # 120 clips: the tiny corpus under ten actors' names
+    many = tmp_path / "AudioWAV"  # 120 clips: each of the tiny corpus's two actors as ten
     many.mkdir()
-    for actor in range(1001, 1011):
+    for copy in range(10):
         for wav in tiny.glob("*.wav"):
+            actor = 1001 + 10 * (int(wav.name[:4]) - 1001) + copy
             shutil.copy(wav, many / f"{actor}{wav.name[4:]}")
+    assert len(list(many.glob("*.wav"))) == 120  # two batches: the first gets a part, the last none
     out = tmp_path / "feats.h5"
     args = ["featurize", "--data", many, "--out", out, "--workers", 1, "--no-progress", "--n-mels", 16,
             "--max-seconds", 1.0, "--augment", "noise,stretch,shift,pitch"]
