@@ -12,7 +12,9 @@ It prints clips/s, the ratio to the naive script, the scaling from 1 to 2 worker
 peak memory of each run: the sum of the RSS of the process and all its children (the joblib
 workers), sampled every 50 ms from /proc. Rates are measured after a short warm-up in the same
 process (imports, the worker pool, caches), so they are steady-state; the warm-up's cost is
-printed beside them. ``--full`` then featurizes the whole corpus (7,442 clips) with 2 workers
+printed beside them. The settings run in rounds, each once per round in turn, and a ratio is
+the median of each round's own: this shared VM's speed drifts by about 5% from one minute to
+the next, and a ratio of two runs minutes apart moved with it. ``--full`` then featurizes the whole corpus (7,442 clips) with 2 workers
 and reports its wall time and peak memory by quarter of the run (it must not grow).
 
     flock /tmp/ser-bench.lock python benchmarks/featurize_speed.py [--clips 200] [--full]
@@ -313,7 +315,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="naive vs ser featurize, side by side")
     parser.add_argument("--clips", type=int, default=200, help="clips in the side-by-side comparison")
     parser.add_argument("--full", action="store_true", help="also featurize all 7,442 clips with 2 workers and with 1")
-    parser.add_argument("--repeat", type=int, default=3, help="runs of each featurize setting (median kept)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds: every setting once per round, in turn (medians kept; ratios within a round)")
     parser.add_argument("--skip-naive", action="store_true", help="no naive run (for quick checks)")
     parser.add_argument("--naive-estimate-tuning", action="store_true",
                         help="also time the naive script with chroma's default tuning estimation")
@@ -335,36 +337,42 @@ def main(argv: list[str] | None = None) -> None:
             shutil.copy(DEMOGRAPHICS, root / DEMOGRAPHICS.name)
         audio = root / "AudioWAV"
 
+        # rounds, each running every setting once in turn, so that this VM's drift (about 5% from one
+        # minute to the next) moves a round's settings together: ratios are taken within a round
+        settings: list[tuple[str, list[str], dict | None]] = []
         if not args.skip_naive:
-            results["naive"] = run_child(["_naive", str(audio), str(tmp / "naive.npz")], env=ONE_THREAD)
-            print(f"naive: {results['naive']}", file=sys.stderr)
+            settings.append(("naive", ["_naive", str(audio), str(tmp / "naive.npz")], ONE_THREAD))
         if args.naive_estimate_tuning:
-            results["naive_estimated_tuning"] = run_child(
-                ["_naive", str(audio), str(tmp / "naive-tuning.npz"), "estimate"], env=ONE_THREAD)
-            print(f"naive, tuning estimated: {results['naive_estimated_tuning']}", file=sys.stderr)
-        runs = [run_child(["_compute", str(audio)]) for _ in range(args.repeat)]
-        results["compute1"] = {"runs": runs, "clips_per_s": statistics.median(r["clips_per_s"] for r in runs),
-                               "cpu_ms_per_clip": statistics.median(r["cpu_ms_per_clip"] for r in runs)}
-        print(f"compute only: {[r['clips_per_s'] for r in runs]} clips/s", file=sys.stderr)
+            settings.append(("naive_estimated_tuning",
+                             ["_naive", str(audio), str(tmp / "naive-tuning.npz"), "estimate"], ONE_THREAD))
+        settings.append(("compute1", ["_compute", str(audio)], None))
         for workers in (1, 2):
-            runs = [run_child(["_project", str(audio), str(tmp / f"w{workers}.h5"), str(workers)])
-                    for _ in range(args.repeat)]
-            results[f"workers{workers}"] = {
-                "runs": runs,
-                "clips_per_s": statistics.median(r["clips_per_s"] for r in runs),
-                "until_last_result_s": statistics.median(r["until_last_result_s"] for r in runs),
-                "cpu_ms_per_clip": statistics.median(r["cpu_ms_per_clip"] for r in runs),
-                "peak_rss_mib": max(r["peak_rss_mib"] for r in runs),
-            }
-            print(f"workers={workers}: {[r['clips_per_s'] for r in runs]} clips/s", file=sys.stderr)
-        w1, w2 = results["workers1"]["clips_per_s"], results["workers2"]["clips_per_s"]
-        results["scaling_2_vs_1"] = round(w2 / w1, 3)
+            settings.append((f"workers{workers}", ["_project", str(audio), str(tmp / f"w{workers}.h5"), str(workers)],
+                             None))
+        rounds: list[dict] = []
+        for i in range(args.repeat):
+            rounds.append({name: run_child(argv, env=env) for name, argv, env in settings})
+            print(f"round {i + 1}: " + ", ".join(f"{k} {v['clips_per_s']}" for k, v in rounds[-1].items()),
+                  file=sys.stderr)
+        for name, _, _ in settings:
+            runs = [r[name] for r in rounds]
+            results[name] = {"runs": runs, **{key: statistics.median(r[key] for r in runs) for key in
+                                              ("clips_per_s", "cpu_ms_per_clip", "until_last_result_s")
+                                              if key in runs[0]},
+                             "peak_rss_mib": max(r["peak_rss_mib"] for r in runs)}
+
+        def per_round(a: str, b: str, key: str = "clips_per_s") -> float:
+            """The median over rounds of a's figure over b's, each round's own."""
+            return round(statistics.median(r[a][key] / r[b][key] for r in rounds), 3)
+
+        results["scaling_2_vs_1"] = per_round("workers2", "workers1")
         if "naive" in results:
-            results["ratio_workers1_vs_naive"] = round(w1 / results["naive"]["clips_per_s"], 2)
-            results["ratio_compute_vs_naive"] = round(
-                results["compute1"]["clips_per_s"] / results["naive"]["clips_per_s"], 2)
-            naive_cpu = results["naive"]["cpu_ms_per_clip"]
-            results["cpu_ratio_vs_naive"] = {k: round(naive_cpu / results[k]["cpu_ms_per_clip"], 2)
+            results["ratio_workers1_vs_naive"] = per_round("workers1", "naive")
+            results["ratio_compute_vs_naive"] = per_round("compute1", "naive")
+            if "naive_estimated_tuning" in results:
+                results["ratio_workers1_vs_naive_estimated_tuning"] = per_round("workers1", "naive_estimated_tuning")
+            results["cpu_ratio_vs_naive"] = {k: round(statistics.median(r["naive"]["cpu_ms_per_clip"]
+                                                                        / r[k]["cpu_ms_per_clip"] for r in rounds), 2)
                                              for k in ("compute1", "workers1", "workers2")}
             results["agreement_unaugmented"] = agreement(tmp / "naive.npz", tmp / "w1.h5")
 
@@ -401,6 +409,9 @@ def _audio_seconds(folder: Path) -> float:
 def _summary(r: dict) -> None:
     lines = [f"\nmachine: {r['machine'].get('cpu')}, {r['machine']['cores']} cores, {r['machine']['ram_gib']} GiB; "
              f"load before {r['machine']['load_before'][0]:.2f}, after {r['machine']['load_after'][0]:.2f}"]
+    n = len(r["workers1"]["runs"])
+    lines.append(f"{n} rounds, each setting once per round in turn; figures are medians over the rounds, ratios "
+                 "the median of each round's own")
     if "naive" in r:
         lines.append(f"naive (1 thread): {r['naive']['clips_per_s']:.2f} clips/s, "
                      f"peak {r['naive']['peak_rss_mib']} MiB")
@@ -409,13 +420,15 @@ def _summary(r: dict) -> None:
                      f"{r['naive_estimated_tuning']['clips_per_s']:.2f} clips/s")
     for w in (1, 2):
         x = r[f"workers{w}"]
-        lines.append(f"featurize --workers {w}: {x['clips_per_s']:.2f} clips/s (median of {len(x['runs'])}; "
+        lines.append(f"featurize --workers {w}: {x['clips_per_s']:.2f} clips/s ("
                      f"{r['clips'] / x['until_last_result_s']:.2f} until the last clip's features, before the "
                      f"store is finished), peak {x['peak_rss_mib']} MiB, warm-up {x['runs'][0]['warmup_s']} s")
     lines.append(f"per-clip work alone (no store), 1 core: {r['compute1']['clips_per_s']:.2f} clips/s")
     if "ratio_workers1_vs_naive" in r:
+        tuning = r.get("ratio_workers1_vs_naive_estimated_tuning")
         lines.append(f"per core: featurize {r['ratio_workers1_vs_naive']}x the naive script "
-                     f"(the per-clip work alone {r['ratio_compute_vs_naive']}x)")
+                     + (f"({tuning}x the tuning-estimating one; " if tuning else "(")
+                     + f"the per-clip work alone {r['ratio_compute_vs_naive']}x)")
     if "cpu_ratio_vs_naive" in r:
         c = r["cpu_ratio_vs_naive"]
         lines.append(f"CPU time per clip: naive {r['naive']['cpu_ms_per_clip']} ms; per-clip work "
