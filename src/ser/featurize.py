@@ -440,9 +440,11 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
 
     Every batch is committed whole (see :mod:`ser.store`), on a background thread while the
     next one is computed (:class:`_Committer`). A Ctrl-C loses at most the batch being computed
-    (the ones already handed over are committed first); a SIGKILL at most that one and the two
-    in the committer's hands. Running the same call again resumes where it stopped and gives
-    the store a clean run gives, row for row.
+    (the ones already handed over are committed first), or, once every clip is computed, the
+    run's last batch (it goes into the growing store without a part of its own and is committed
+    by the store's final rename); a SIGKILL at most that one and the two in the committer's
+    hands. Running the same call again resumes where it stopped and gives the store a clean run
+    gives, row for row.
     """
     from .audio import refuse_audio_overwrite
     from .store import Store, StoreWriter, work_dir

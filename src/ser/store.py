@@ -22,7 +22,8 @@ its work in a folder beside it, ``feats.h5.partial/``:
 - ``header.json``: the run's configuration and session id;
 - ``part-000000.h5``, ``part-000001.h5``, ...: one per committed batch, its arrays, meta rows
   and failures together, written as ``*.tmp``, fsynced and renamed, so a batch is on disk whole
-  or not at all (the commit is the rename);
+  or not at all (the commit is the rename); a fresh run's last batch may skip its part (see
+  :meth:`StoreWriter.commit`'s ``last``): it is committed by the final rename with the rest;
 - ``LOCK``: a POSIX lock held by the writing process (released when it exits, however it
   exits), so a second writer is refused and readers can tell "being written" from "interrupted".
 
