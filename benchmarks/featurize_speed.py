@@ -14,8 +14,9 @@ workers), sampled every 50 ms from /proc. Rates are measured after a short warm-
 process (imports, the worker pool, caches), so they are steady-state; the warm-up's cost is
 printed beside them. The settings run in rounds, each once per round in turn, and a ratio is
 the median of each round's own: this shared VM's speed drifts by about 5% from one minute to
-the next, and a ratio of two runs minutes apart moved with it. ``--full`` then featurizes the whole corpus (7,442 clips) with 2 workers
-and reports its wall time and peak memory by quarter of the run (it must not grow).
+the next, and a ratio of two runs minutes apart moved with it. ``--full`` then featurizes the
+whole corpus (7,442 clips) with 2 workers, reporting its wall time and peak memory by quarter
+of the run (it must not grow), and with 1 (the scaling without a short run's fixed costs).
 
     flock /tmp/ser-bench.lock python benchmarks/featurize_speed.py [--clips 200] [--full]
 
@@ -315,7 +316,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="naive vs ser featurize, side by side")
     parser.add_argument("--clips", type=int, default=200, help="clips in the side-by-side comparison")
     parser.add_argument("--full", action="store_true", help="also featurize all 7,442 clips with 2 workers and with 1")
-    parser.add_argument("--repeat", type=int, default=3, help="rounds: every setting once per round, in turn (medians kept; ratios within a round)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="rounds: every setting once per round, in turn (medians kept; ratios within a round)")
     parser.add_argument("--skip-naive", action="store_true", help="no naive run (for quick checks)")
     parser.add_argument("--naive-estimate-tuning", action="store_true",
                         help="also time the naive script with chroma's default tuning estimation")

@@ -212,6 +212,7 @@ class _Sync:
         if self._error is not None:
             raise self._error
 
+
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
@@ -444,6 +445,7 @@ def _write_pieces(dst: Any, pieces: Sequence[np.ndarray], at: int) -> None:
     for piece in pieces:
         dst[at:at + piece.shape[0]] = np.asarray(piece, dtype=np.float32)
         at += piece.shape[0]
+
 
 # -- store files -------------------------------------------------------------------------------
 def _corrupt(path: Path, exc: BaseException) -> StoreError:
@@ -921,20 +923,23 @@ class StoreWriter:
                 metas.append(_as_plain(base.meta().loc[:, list(META_COLUMNS)], META_STRING_COLUMNS))
                 fails.append(_as_plain(base.failures().loc[:, list(FAILURE_COLUMNS)], FAILURE_COLUMNS))
             sources.append((self.path, self._base["n_rows"]))
+
+        def at_hand(tables: tuple[pd.DataFrame | None, pd.DataFrame | None]) -> None:
+            meta_rows, fail_rows = tables
+            if meta_rows is not None:
+                metas.append(meta_rows)
+            if fail_rows is not None:
+                fails.append(fail_rows)
+
         for part in self._parts:
             if part.seq in self._tables:  # committed by this writer: its rows are still at hand
-                meta_rows, fail_rows = self._tables[part.seq]
-                if meta_rows is not None:
-                    metas.append(meta_rows)
-                if fail_rows is not None:
-                    fails.append(fail_rows)
+                at_hand(self._tables[part.seq])
             else:
                 metas.append(_read_columns(part.path, "meta", META_COLUMNS))
                 fails.append(_read_columns(part.path, "failures", FAILURE_COLUMNS))
             sources.append((part.path, part.n_rows))
-        if self._last is not None:  # in the growing store only (see commit's last)
-            metas += [t for t in self._last[:1] if t is not None]
-            fails += [t for t in self._last[1:] if t is not None]
+        if self._last is not None:  # the last batch, in the growing store only (see commit's last)
+            at_hand(self._last)
         metas = [m for m in metas if len(m)]
         fails = [f for f in fails if len(f)]
         meta = (pd.concat(metas, ignore_index=True) if metas
