@@ -362,6 +362,34 @@ def test_a_resumed_store_merges_the_mel_chunks_as_stored(tmp_path: Path, monkeyp
     Store(w.path).verify()
 
 
+def test_a_part_that_fails_its_fsync_is_not_committed_and_the_grown_store_gives_way_to_the_parts(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    batches = [_batch(0, 2), _batch(2, 3), _batch(5, 1)]
+    w = _writer(tmp_path / "s.h5")
+    w.commit(*batches[0])
+    real = store_mod._fsync_path
+
+    def failing(path: Path, *, directory: bool = False) -> None:
+        if path.name.endswith(".h5.tmp") and path.name.startswith("part-"):
+            raise OSError("input/output error")
+        real(path, directory=directory)
+
+    monkeypatch.setattr(store_mod, "_fsync_path", failing)
+    with pytest.raises(StoreError, match="cannot commit a batch.*the 2 rows committed before it are safe"):
+        w.commit(*batches[1])  # written into the growing store while the fsync ran, then not committed
+    monkeypatch.setattr(store_mod, "_fsync_path", real)
+    assert w.n_rows == 2 and not list(work_dir(w.path).glob("*.tmp"))
+    assert not (work_dir(w.path) / "merged.h5.tmp").exists()  # it held an uncommitted batch: dropped
+    w.commit(*batches[1])
+    w.commit(*batches[2], last=True)  # no store grows any more: the last batch gets a part
+    assert len(list(work_dir(w.path).glob("part-*.h5"))) == 3
+    w.finish()
+    store = Store(w.path)
+    store.verify()
+    np.testing.assert_array_equal(store.read("mel", np.arange(6)), np.concatenate([b[1] for b in batches]))
+    assert list(store.meta()["clip_id"]) == [f"clip{i}" for i in range(6)]
+
+
 def test_the_last_batch_goes_to_the_growing_store_alone_and_the_store_is_the_same(tmp_path: Path) -> None:
     batches = [_batch(0, 2), _batch(2, 3)]
     fail = pd.DataFrame({"clip_id": ["bad"], "path": ["bad.wav"], "reason": ["not audio"]})
