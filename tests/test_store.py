@@ -179,25 +179,6 @@ def test_writer_refuses_a_batch_whose_parts_disagree(tmp_path: Path) -> None:
         w.append(desc, mel[:2], meta)
 
 
-def test_mel_handed_over_in_pieces_is_stored_as_their_concatenation(tmp_path: Path) -> None:
-    whole, pieces = _writer(tmp_path / "whole.h5"), _writer(tmp_path / "pieces.h5")
-    desc, mel, meta = _batch(0, 5)
-    whole.commit(desc, mel, meta)
-    pieces.commit(desc, [mel[:2], mel[2:3], mel[3:]], meta)  # a clip's variants each, say
-    parts = [sorted(work_dir(w.path).glob("part-*.h5"))[0] for w in (whole, pieces)]
-    assert _raw_chunks(parts[0]) == _raw_chunks(parts[1])  # byte for byte, checksums included
-    for w in (whole, pieces):
-        w.finish()
-    np.testing.assert_array_equal(Store(pieces.path).read("mel", np.arange(5)), mel)
-    bad = _writer(tmp_path / "bad.h5")
-    with pytest.raises(StoreError, match="batch sizes differ: 5 descriptors, 4 mel"):
-        bad.commit(desc, [mel[:2], mel[3:]], meta)
-    with pytest.raises(StoreError, match="do not fit the store's"):
-        bad.commit(desc, [mel[:2], np.zeros((3, 4, 2), np.float32)], meta)
-    with pytest.raises(StoreError, match="non-finite"):
-        bad.commit(desc, [mel[:2], np.full((3, 4, 3), np.nan, np.float32)], meta)
-
-
 def test_reopening_ignores_a_batch_cut_short(tmp_path: Path) -> None:
     w = _writer(tmp_path / "s.h5")
     w.append(*_batch(0, 2))
@@ -323,15 +304,16 @@ def test_a_fresh_store_grows_from_memory_one_write_a_batch_into_the_parts_chunks
     w = _writer(tmp_path / "s.h5")
     batches = [_batch(0, 2), _batch(2, 3)]
     writes, copies = [], []
-    real_write, real_copy = store_mod._write_pieces, store_mod._copy_chunks
-    monkeypatch.setattr(store_mod, "_write_pieces",
-                        lambda dst, pieces, at: (writes.append((dst.file.filename.rsplit("/", 1)[-1], len(pieces))),
-                                                 real_write(dst, pieces, at)))
+    real_write, real_copy = store_mod._write_rows, store_mod._copy_chunks
+    monkeypatch.setattr(store_mod, "_write_rows",
+                        lambda dst, rows, at: (writes.append((dst.file.filename.rsplit("/", 1)[-1], len(rows))),
+                                               real_write(dst, rows, at)))
     monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real_copy(*a)))
     for b in batches:
         w.append(*b)
     # each batch: one write to its part, one to the growing store, from the array handed over
-    assert [(name.split("-")[0], n) for name, n in writes] == [("part", 1), ("merged.h5.tmp", 1)] * 2
+    assert [(name.split("-")[0], n) for name, n in writes] == [("part", 2), ("merged.h5.tmp", 2),
+                                                               ("part", 3), ("merged.h5.tmp", 3)]
     parts = sorted(work_dir(w.path).glob("part-*.h5"))
     committed = [chunk for part in parts for chunk in _raw_chunks(part)]
     w.finish()
@@ -438,17 +420,17 @@ def test_a_store_grown_batch_by_batch_equals_one_merged_from_its_parts(
         grown.append(*b)
     grown.finish()
     # growing fails at the second batch (say the disk filled up): finish merges the parts instead
-    real = store_mod._write_pieces
+    real = store_mod._write_rows
     grows, copies = [], []
 
-    def flaky(dst, pieces, at):
+    def flaky(dst, rows, at):
         if dst.file.filename.endswith("merged.h5.tmp"):
             grows.append(at)
             if len(grows) == 2:
                 raise OSError("no space left on device")
-        return real(dst, pieces, at)
+        return real(dst, rows, at)
 
-    monkeypatch.setattr(store_mod, "_write_pieces", flaky)
+    monkeypatch.setattr(store_mod, "_write_rows", flaky)
     real_copy = store_mod._copy_chunks
     monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real_copy(*a)))
     merged = _writer(tmp_path / "merged.h5")

@@ -439,12 +439,9 @@ def _copy_mel(src: Any, dst: Any, rows: int, at: int) -> None:
         dst[at + lo:at + hi] = src[lo:hi]
 
 
-def _write_pieces(dst: Any, pieces: Sequence[np.ndarray], at: int) -> None:
-    """Write ``pieces`` (arrays of whole rows) to ``dst`` one after the other from row ``at``: one
-    HDF5 call each, so a batch handed over as one array is one call, whatever its chunks."""
-    for piece in pieces:
-        dst[at:at + piece.shape[0]] = np.asarray(piece, dtype=np.float32)
-        at += piece.shape[0]
+def _write_rows(dst: Any, rows: np.ndarray, at: int) -> None:
+    """Write ``rows`` to ``dst`` from row ``at`` in one HDF5 call, whatever its chunks."""
+    dst[at:at + rows.shape[0]] = np.asarray(rows, dtype=np.float32)
 
 
 # -- store files -------------------------------------------------------------------------------
@@ -721,15 +718,11 @@ class StoreWriter:
         return done
 
     # -- writing -----------------------------------------------------------------------------
-    def commit(self, descriptors: np.ndarray | None = None, mel: np.ndarray | Sequence[np.ndarray] | None = None,
+    def commit(self, descriptors: np.ndarray | None = None, mel: np.ndarray | None = None,
                meta: pd.DataFrame | None = None, failures: pd.DataFrame | None = None, *,
                last: bool = False) -> None:
         """Commit one batch atomically: ``k`` rows (``descriptors (k, D)``, ``mel (k, n_mels,
         frames)``, ``meta`` with k rows) and/or failures (``clip_id``, ``path``, ``reason``).
-
-        ``mel`` may also be a sequence of ``(k_i, n_mels, frames)`` arrays whose rows add up to
-        ``k`` (a clip's variants each, say): they are written one after the other, as their
-        concatenation would be, without building it.
 
         ``last``: no batch follows before :meth:`finish`. Where the store is growing (a fresh
         run), this batch then goes into it alone, without a part file of its own: finish
@@ -742,22 +735,19 @@ class StoreWriter:
             raise StoreError(f"{self.path}: the writer is closed")
         if self._last is not None:
             raise StoreError(f"{self.path}: the last batch is committed already; finish the store")
-        pieces = None if mel is None else [mel] if isinstance(mel, np.ndarray) else list(mel)
         k = 0 if descriptors is None else int(descriptors.shape[0])
-        k_mel = None if pieces is None else sum(int(piece.shape[0]) for piece in pieces)
         if descriptors is not None or mel is not None or meta is not None:
-            if descriptors is None or mel is None or meta is None or not (k_mel == k == len(meta)):
+            if descriptors is None or mel is None or meta is None or not (mel.shape[0] == k == len(meta)):
                 raise StoreError(f"batch sizes differ: {None if descriptors is None else k} descriptors, "
-                                 f"{k_mel} mel, {None if meta is None else len(meta)} meta")
+                                 f"{None if mel is None else mel.shape[0]} mel, {None if meta is None else len(meta)} meta")
         n_fail = 0 if failures is None else len(failures)
         if k == 0 and n_fail == 0:
             return
         if k:
-            shapes = {piece.shape[1:] for piece in pieces}
-            if descriptors.shape[1:] != (len(self.descriptor_names),) or shapes != {self.mel_shape}:
-                raise StoreError(f"batch shapes {descriptors.shape[1:]} / {', '.join(map(str, sorted(shapes)))} do "
-                                 f"not fit the store's ({len(self.descriptor_names)},) / {self.mel_shape}")
-            if not (np.all(np.isfinite(descriptors)) and all(np.all(np.isfinite(piece)) for piece in pieces)):
+            if descriptors.shape[1:] != (len(self.descriptor_names),) or mel.shape[1:] != self.mel_shape:
+                raise StoreError(f"batch shapes {descriptors.shape[1:]} / {mel.shape[1:]} do not fit the store's "
+                                 f"({len(self.descriptor_names)},) / {self.mel_shape}")
+            if not (np.all(np.isfinite(descriptors)) and np.all(np.isfinite(mel))):
                 raise StoreError("refusing to store non-finite features (NaN or Inf)")
             meta_frame = _as_plain(meta.loc[:, list(META_COLUMNS)], META_STRING_COLUMNS)
         if n_fail:
@@ -766,7 +756,7 @@ class StoreWriter:
         # the rows as _merge would read them back from the part: kept, so it need not
         tables = (_table_frame(meta_frame, META_COLUMNS) if k else None,
                   _table_frame(fail_frame, FAILURE_COLUMNS) if n_fail else None)
-        if last and k and self._grow_ok and self._grow(descriptors, pieces, k):
+        if last and k and self._grow_ok and self._grow(descriptors, mel, k):
             self._last = tables
             return
         seq = len(self._parts)
@@ -774,12 +764,12 @@ class StoreWriter:
         tmp = final.with_name(final.name + ".tmp")
         grown = False
         try:
-            self._write_part(tmp, seq, k, n_fail, descriptors, pieces,
+            self._write_part(tmp, seq, k, n_fail, descriptors, mel,
                              meta_frame if k else None, fail_frame if n_fail else None)
             # the part's fsync waits for the disk: the growing store is written meanwhile
             synced = _Sync(tmp)
             if k and self._grow_ok:
-                grown = self._grow(descriptors, pieces, k)
+                grown = self._grow(descriptors, mel, k)
             synced.wait()
             os.replace(tmp, final)  # the commit
             _fsync_path(self.work, directory=True)
@@ -805,13 +795,13 @@ class StoreWriter:
                              dtype="float32", chunks=(1,) + self.mel_shape, fletcher32=True)
         return d, m
 
-    def _grow(self, descriptors: np.ndarray, pieces: list[np.ndarray], k: int) -> bool:
+    def _grow(self, descriptors: np.ndarray, mel: np.ndarray, k: int) -> bool:
         """Append a committed batch to the store being built in the work folder (its writeback to
         disk started at once, see :func:`_start_writeback`), so that :meth:`finish` has only the
         tables to add and a short fsync: the writes and their disk I/O happen while later batches
         are computed.
-        The batch is written from memory, as it went to its part: one HDF5 call per piece, not
-        a read and a write per chunk (each call hands the GIL over twice, and with every handover
+        The batch is written from memory, as it went to its part: one HDF5 call, not a read
+        and a write per chunk (each call hands the GIL over twice, and with every handover
         the thread computing the next batch waits). The parts stay the record: a crash discards
         this file, and any error here only makes :meth:`finish` merge the parts as a resumed
         run's are."""
@@ -827,7 +817,7 @@ class StoreWriter:
             d.resize(at + k, axis=0)
             m.resize(at + k, axis=0)
             d[at:at + k] = np.asarray(descriptors, dtype=np.float32)
-            _write_pieces(m, pieces, at)
+            _write_rows(m, mel, at)
             self._live_rows = at + k
             self._live_dirty += k * int(np.prod(self.mel_shape)) * 4
             # to disk as the run goes, not all at the end: writeback starts now (finish's fsync
@@ -853,7 +843,7 @@ class StoreWriter:
         (self.work / _MERGED).unlink(missing_ok=True)
 
     def _write_part(self, tmp: Path, seq: int, k: int, n_fail: int, descriptors: Any,
-                    mel: list[np.ndarray] | None, meta_frame: pd.DataFrame | None,
+                    mel: np.ndarray | None, meta_frame: pd.DataFrame | None,
                     fail_frame: pd.DataFrame | None) -> None:
         """Write a batch's part file to ``tmp`` (not yet synced: :meth:`commit` does that)."""
         import h5py
@@ -865,7 +855,7 @@ class StoreWriter:
                                  chunks=(min(k, 256), descriptors.shape[1]))
                 m = f.create_dataset("mel", shape=(k,) + self.mel_shape, dtype="float32", fletcher32=True,
                                      chunks=(1,) + self.mel_shape)
-                _write_pieces(m, mel, 0)
+                _write_rows(m, mel, 0)
                 _write_columns(f.create_group("meta"), meta_frame, META_COLUMNS)
             if n_fail:
                 _write_columns(f.create_group("failures"), fail_frame, FAILURE_COLUMNS)
