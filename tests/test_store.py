@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 import shutil
 from pathlib import Path
@@ -351,10 +352,10 @@ def test_a_part_that_fails_its_fsync_is_not_committed_and_the_grown_store_gives_
     w.commit(*batches[0])
     real = store_mod._fsync_path
 
-    def failing(path: Path, *, directory: bool = False) -> None:
+    def failing(path: Path, **kw: bool) -> None:
         if path.name.endswith(".h5.tmp") and path.name.startswith("part-"):
             raise OSError("input/output error")
-        real(path, directory=directory)
+        real(path, **kw)
 
     monkeypatch.setattr(store_mod, "_fsync_path", failing)
     with pytest.raises(StoreError, match="cannot commit a batch.*the 2 rows committed before it are safe"):
@@ -472,6 +473,37 @@ def test_the_growing_store_goes_to_disk_batch_by_batch_with_or_without_sync_file
     a, b = Store(linux.path), Store(other.path)
     for family in ("descriptors", "mel"):
         np.testing.assert_array_equal(a.read(family, np.arange(5)), b.read(family, np.arange(5)))
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise") or not Path("/proc/self/fd").is_dir(),
+                    reason="needs posix_fadvise and /proc to name the files")
+def test_written_pages_leave_the_page_cache_once_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_fadvise, real_fsync = os.posix_fadvise, os.fsync
+    events = []
+
+    def fadvise(fd: int, offset: int, length: int, advice: int) -> None:
+        if advice == os.POSIX_FADV_DONTNEED:
+            events.append(("uncache", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        real_fadvise(fd, offset, length, advice)
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "posix_fadvise", fadvise)
+    monkeypatch.setattr(os, "fsync", fsync)
+    w = _writer(tmp_path / "s.h5")
+    for b in (_batch(0, 2), _batch(2, 3)):
+        w.append(*b)
+    for seq in (0, 1):  # each part: on disk first, then out of the cache
+        part = store_mod._part_path(w.work, seq).name + ".tmp"
+        assert events.index(("fsync", part)) < events.index(("uncache", part))
+    if store_mod._sync_file_range() is not None:  # the growing store: at every batch
+        assert events.count(("uncache", "merged.h5.tmp")) == 2
+    w.finish()
+    s = Store(tmp_path / "s.h5")
+    s.verify()
+    np.testing.assert_array_equal(s.read("mel", np.arange(5)), np.concatenate([_batch(0, 2)[1], _batch(2, 3)[1]]))
 
 
 def test_finish_decodes_a_base_store_chunked_another_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
