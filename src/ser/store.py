@@ -118,8 +118,11 @@ def _plain_strings(values: pd.Series) -> pd.Series:
     """Values as plain ``str`` objects, missing ones as ``""``.
 
     pandas 3's ``astype(str)`` keeps NaN as NaN, and a concatenated clip table (clips plus
-    skipped files) has NaN where a frame lacked a column.
+    skipped files) has NaN where a frame lacked a column. Values that are all ``str`` already
+    come back as they are: a batch's string columns pass through here three times.
     """
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
+        return values
     return values.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v),
                       na_action=None).astype(object)
 
