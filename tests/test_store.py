@@ -565,3 +565,11 @@ def test_finish_returns_the_meta_it_wrote(tmp_path: Path) -> None:
     assert list(meta["clip_id"]) == [f"clip{i}" for i in range(4)]
     assert list(Store(w.path).failures()["clip_id"]) == ["clip5"]
     assert _writer(w.path).finish() is None  # nothing new to add: the store is left as it was
+
+
+def test_plain_strings_blank_missing_values_and_keep_plain_ones() -> None:
+    mixed = pd.Series(["a", None, float("nan"), 3, 2.5], dtype=object)
+    assert list(store_mod._plain_strings(mixed)) == ["a", "", "", "3", "2.5"]
+    plain = pd.Series(["a", "b"], dtype=object)
+    assert store_mod._plain_strings(plain) is plain  # already plain: no mapping pass
+    assert list(store_mod._plain_strings(pd.Series(["x", pd.NA], dtype="string"))) == ["x", ""]

@@ -123,7 +123,7 @@ def _plain_strings(values: pd.Series) -> pd.Series:
     """
     if values.dtype == object and pd.api.types.infer_dtype(values, skipna=False) == "string":
         return values
-    return values.map(lambda v: "" if v is None or (isinstance(v, float) and v != v) else str(v),
+    return values.map(lambda v: "" if v is None or v is pd.NA or (isinstance(v, float) and v != v) else str(v),
                       na_action=None).astype(object)
 
 
