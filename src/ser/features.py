@@ -12,13 +12,14 @@ Two families come out of one decode and one STFT per waveform:
 Every spectral feature reads the same STFT, so a clip costs one transform, not ten. The
 maths is restated here in numpy (tests/test_features.py and tests/test_fast_path.py pin it
 to librosa and torchaudio) for speed, and so that a worker process needs neither torch nor
-librosa (each costs seconds of import and hundreds of MB per process):
+librosa (each costs seconds of import and hundreds of MB per process; two loops are compiled
+with numba, see :mod:`ser.frame_kernels`):
 
 - a clip's variants are laid end to end in one buffer and transformed together, in blocks of
   :data:`_BLOCK` frames, so the number of numpy calls per clip is small and fixed;
 - the mel filterbanks are sparse (two non-zeros per bin), chroma and the spectral moments are
-  small dense products, spectral contrast sorts only the bands that need more than a min/max,
-  rolloff finds its bin with a two-level cumulative sum;
+  small dense products; rolloff and spectral contrast are compiled loops over the bins, each
+  vectorised across the block's frames (:mod:`ser.frame_kernels`);
 - zero-crossing rate and RMS come from cumulative sums over the waveform, not framed copies.
 """
 
@@ -237,8 +238,6 @@ def contrast_bands(sr: int, n_fft: int, n_bands: int, *, fmin: float = 200.0,
 #: cost 30% more per clip; 256 to a whole clip the same), few enough to bound the working
 #: memory (~1 MB of spectrum per 256 frames).
 _BLOCK = 256
-#: Bins per group of the two-level cumulative sum that finds the rolloff bin.
-_ROLL_GROUP = 16
 _ROLL_PERCENT = 0.85
 _AMIN = 1e-10
 _DB_PER_LOG = 10.0 / np.log(10.0)  # 10 log10(x) = _DB_PER_LOG ln(x); ln is several times faster
@@ -258,8 +257,9 @@ class _Bases:
     chroma: np.ndarray       # (n_chroma + 1, bins): the chroma filters, then ones (the power's sum)
     moments: np.ndarray      # (2, bins): f and f^2, f in kHz
     dct: np.ndarray          # (n_mfcc, n_desc_mels): orthonormal DCT-II, the MFCCs
-    runs: tuple              # contrast: (band indices, starts, first, end) of adjacent min/max-only bands
-    sorted_bands: tuple      # contrast: (band_index, first, end, k) of bands that need a sort
+    band_first: np.ndarray   # contrast bands (int64, one per band): first bin,
+    band_end: np.ndarray     # end bin,
+    band_k: np.ndarray       # and how many of the band's largest / smallest magnitudes are averaged
 
 
 @lru_cache(maxsize=8)
@@ -273,16 +273,7 @@ def _bases(cfg: FeatureConfig) -> _Bases:
     both = np.concatenate([mel_filters(sr, n_fft, cfg.n_desc_mels), mel_filters(sr, n_fft, cfg.n_mels, htk=True)])
     f_khz = freqs / 1000.0
     dct = scipy.fft.dct(np.eye(cfg.n_desc_mels), type=2, norm="ortho", axis=0)[: cfg.n_mfcc]
-    runs: list[tuple[list[int], list[int]]] = []
-    sorted_bands = []
-    for i, (lo, hi, k) in enumerate(contrast_bands(sr, n_fft, cfg.n_contrast_bands)):
-        if k > 1:
-            sorted_bands.append((i, lo, hi, k))
-        elif runs and runs[-1][0][-1] == i - 1 and runs[-1][1][-1] == lo:
-            runs[-1][0].append(i)
-            runs[-1][1][-1:] = [lo, hi]
-        else:
-            runs.append(([i], [lo, hi]))
+    bands = np.array(contrast_bands(sr, n_fft, cfg.n_contrast_bands), dtype=np.int64)
     return _Bases(
         window=hann_window(n_fft)[:, None],
         freqs=freqs.astype(np.float32),
@@ -292,8 +283,9 @@ def _bases(cfg: FeatureConfig) -> _Bases:
         chroma=np.concatenate([chroma_filters(sr, n_fft, cfg.n_chroma), np.ones((1, n_bins), np.float32)]),
         moments=np.stack([f_khz, f_khz ** 2]).astype(np.float32),
         dct=np.ascontiguousarray(dct, dtype=np.float32),
-        runs=tuple((tuple(idx), np.array(edges[:-1]), edges[0], edges[-1]) for idx, edges in runs),
-        sorted_bands=tuple(sorted_bands),
+        band_first=bands[:, 0].copy(),
+        band_end=bands[:, 1].copy(),
+        band_k=bands[:, 2].copy(),
     )
 
 
@@ -448,43 +440,6 @@ def _time_domain(batch: _Batch, cfg: FeatureConfig) -> tuple[np.ndarray, np.ndar
 # -- per-frame features ------------------------------------------------------------------------
 
 
-def _group_cumsums(mag: np.ndarray) -> np.ndarray:
-    """``(groups, frames)``: per frame, the sums of ``mag`` (``(bins, frames)``, contiguous) over
-    its first 16, 32, ... bins; the last row sums every bin. Group sums, then a running sum over
-    the ~33 groups: a few passes, where a product with cumulative masks cost 33 per bin."""
-    g = _ROLL_GROUP
-    n_bins, n_frames = mag.shape
-    whole = (n_bins // g) * g
-    sums = np.empty((-(-n_bins // g), n_frames), dtype=np.float32)
-    np.add.reduce(mag[:whole].reshape(whole // g, g, n_frames), axis=1, out=sums[: whole // g])
-    if whole < n_bins:
-        np.add.reduce(mag[whole:], axis=0, out=sums[-1])
-    np.cumsum(sums, axis=0, out=sums)
-    return sums
-
-
-def _rolloff_bins(mag: np.ndarray, cumulative: np.ndarray) -> np.ndarray:
-    """Per frame, the first bin where the cumulative magnitude reaches 85% of the total.
-
-    ``mag``: ``(bins, frames)``; ``cumulative``: its sums over the first 16, 32, ... bins
-    (``(groups, frames)``, see :func:`_group_cumsums`). The group holding the threshold is found
-    from those, then one group of 16 bins per frame is summed bin by bin (a cumulative sum over
-    every bin is a slow, serial pass).
-    """
-    g = _ROLL_GROUP
-    cols = np.arange(mag.shape[1])
-    last = mag.shape[0] - 1
-    threshold = np.float32(_ROLL_PERCENT) * cumulative[-1]
-    group = np.count_nonzero(cumulative < threshold, axis=0)
-    before = np.where(group > 0, cumulative[group - 1, cols], 0.0)
-    rows = np.minimum(group * g + np.arange(g)[:, None], last)
-    inside = np.cumsum(mag[rows, cols], axis=0)
-    inside += before
-    # the group sum and the bin-by-bin sum may round apart: then the group's last bin
-    j = np.minimum(np.count_nonzero(inside < threshold, axis=0), g - 1)
-    return np.minimum(group * g + j, last)
-
-
 _SCAN = 2048  # samples per step of the non-zero scans: a clip's first one is usually near an end
 
 
@@ -586,6 +541,8 @@ def _spectral_frames(frames: np.ndarray, rows: np.ndarray, cfg: FeatureConfig, b
     """
     import scipy.fft
 
+    from .frame_kernels import contrast_peaks_valleys, rolloff_bins
+
     total = rows.shape[0]
     n_bins = 1 + cfg.n_fft // 2
     n_bands = cfg.n_contrast_bands + 1
@@ -613,22 +570,9 @@ def _spectral_frames(frames: np.ndarray, rows: np.ndarray, cfg: FeatureConfig, b
         power = np.square(mag)
         out["mel_power"][:, z] = b.mels @ power
         np.matmul(b.chroma, power, out=out["chroma"][:, z])
-        cumulative = _group_cumsums(mag)  # the last row is the magnitude's sum
-        out["moments"][0, z] = cumulative[-1]
+        rolloff_bins(mag, _ROLL_PERCENT, out["moments"][0, z], out["rolloff"][z])  # and the magnitude's sum
         np.matmul(b.moments, mag, out=out["moments"][1:, z])
-        out["rolloff"][z] = _rolloff_bins(mag, cumulative)
-        for idx, starts, lo, hi in b.runs:
-            out["valley"][idx[0]: idx[-1] + 1, z] = np.minimum.reduceat(mag[lo:hi], starts - lo, axis=0)
-            out["peak"][idx[0]: idx[-1] + 1, z] = np.maximum.reduceat(mag[lo:hi], starts - lo, axis=0)
-        if b.sorted_bands:
-            # sorted along contiguous rows: numpy's SIMD sort; one transposed copy for all bands
-            first = b.sorted_bands[0][1]
-            bands = np.ascontiguousarray(mag[first: b.sorted_bands[-1][2]].T)
-            for i, lo, hi, k in b.sorted_bands:
-                band = bands[:, lo - first: hi - first]
-                band.sort(axis=1)
-                np.add.reduce(band[:, :k], axis=1, out=out["valley"][i, z])  # sums: divided by k
-                np.add.reduce(band[:, -k:], axis=1, out=out["peak"][i, z])   # once, after the loop
+        contrast_peaks_valleys(mag, b.band_first, b.band_end, b.band_k, out["peak"][:, z], out["valley"][:, z])
         # flatness: geometric over arithmetic mean of |S|^2 floored at 1e-10 (librosa's amin).
         # The arithmetic one is chroma's extra row unless a bin is below the floor; the
         # geometric one is 2 mean(log max(|S|, 1e-5)), taken as the log of products of four
@@ -645,9 +589,6 @@ def _spectral_frames(frames: np.ndarray, rows: np.ndarray, cfg: FeatureConfig, b
             out["log_mean"][z] += np.log(floored[rest])
     out["mean"] /= n_bins
     out["log_mean"] *= 2.0 / n_bins
-    for i, _, _, k in b.sorted_bands:
-        out["valley"][i] /= k
-        out["peak"][i] /= k
     return out
 
 
