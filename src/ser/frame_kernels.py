@@ -5,7 +5,7 @@ Each kernel takes a block of magnitudes laid out ``(bins, frames)``, as :mod:`se
 has them, and walks the bins once (twice for rolloff), updating one value per frame with loops
 over the frames that LLVM vectorises (frames are the SIMD lanes). In numpy, rolloff needed group
 sums, a cumulative sum and a bin-by-bin scan, and contrast a transposed copy and a sort of every
-band: 164 and ~300 µs per 256 frames, against ~41 and ~90 here.
+band: ~164 and ~300 µs per 256 frames, against ~45 and ~130 here.
 
 Two details keep the loops vectorised: the running values of each band are separate 1-D arrays
 (rows of one 2-D array made LLVM give up on them), and minima and maxima are ``np.minimum`` /
