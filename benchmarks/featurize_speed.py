@@ -294,7 +294,7 @@ def machine() -> dict:
     import numpy as np
 
     info = {"python": sys.version.split()[0], "numpy": np.__version__}
-    for mod in ("scipy", "soxr", "joblib", "librosa", "torch", "torchaudio"):
+    for mod in ("scipy", "soxr", "joblib", "numba", "librosa", "torch", "torchaudio"):
         try:
             info[mod] = __import__(mod).__version__
         except Exception:  # noqa: BLE001 - a version line is optional
