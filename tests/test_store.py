@@ -300,7 +300,20 @@ def _raw_chunks(path: Path) -> list[tuple[int, bytes]]:
         return [mel.id.read_direct_chunk((i, 0, 0)) for i in range(mel.shape[0])]
 
 
-def test_a_fresh_store_grows_from_memory_one_write_a_batch_into_the_parts_chunks(
+def _referenced_chunks(work: Path) -> list[bytes]:
+    """The mel chunks the parts of ``work`` point to in grown.h5, in row order, as stored (parts
+    holding their mel themselves are passed over)."""
+    out = []
+    with open(work / "grown.h5", "rb") as grown:
+        for part in sorted(work.glob("part-*.h5")):
+            with h5py.File(part, "r") as f:
+                for offset, size in (f["mel_chunks"][:] if "mel_chunks" in f else []):
+                    grown.seek(int(offset))
+                    out.append(grown.read(int(size)))
+    return out
+
+
+def test_a_fresh_store_writes_each_mel_row_once_and_its_parts_point_to_the_chunks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = _writer(tmp_path / "s.h5")
     batches = [_batch(0, 2), _batch(2, 3)]
@@ -312,14 +325,17 @@ def test_a_fresh_store_grows_from_memory_one_write_a_batch_into_the_parts_chunks
     monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real_copy(*a)))
     for b in batches:
         w.append(*b)
-    # each batch: one write to its part, one to the growing store, from the array handed over
-    assert [(name.split("-")[0], n) for name, n in writes] == [("part", 2), ("merged.h5.tmp", 2),
-                                                               ("part", 3), ("merged.h5.tmp", 3)]
+    # each batch: one write, to the growing store, from the array handed over; the part holds no mel
+    assert writes == [("grown.h5", 2), ("grown.h5", 3)]
     parts = sorted(work_dir(w.path).glob("part-*.h5"))
-    committed = [chunk for part in parts for chunk in _raw_chunks(part)]
+    for part in parts:
+        with h5py.File(part, "r") as f:
+            assert "mel" not in f and f["mel_chunks"].shape[1] == 2
+    committed = _referenced_chunks(work_dir(w.path))
+    assert [len(c) for c in committed] == [4 * 3 * 4 + 4] * 5  # float32 rows and their checksums
     w.finish()
-    assert copies == [] and len(writes) == 4  # finish writes no mel again
-    assert _raw_chunks(w.path) == committed  # the same bytes as the parts', checksums included
+    assert copies == [] and len(writes) == 2  # finish writes no mel again
+    assert _raw_chunks(w.path) == [(0, c) for c in committed]  # the very chunks the parts point to
     with h5py.File(w.path, "r") as f:
         assert f["mel"].chunks == (1, 4, 3) and f["mel"].fletcher32
     store = Store(w.path)
@@ -336,11 +352,11 @@ def test_a_resumed_store_merges_the_mel_chunks_as_stored(tmp_path: Path, monkeyp
     real = store_mod._copy_chunks
     monkeypatch.setattr(store_mod, "_copy_chunks", lambda *a: (copies.append(a[2]), real(*a)))
     w = _writer(tmp_path / "s.h5")
-    w.append(*batches[1])
+    w.append(*batches[1])  # a resumed run grows no store: this part holds its mel
     parts = sorted(work_dir(w.path).glob("part-*.h5"))
-    committed = [chunk for part in parts for chunk in _raw_chunks(part)]
+    committed = [(0, c) for c in _referenced_chunks(work_dir(w.path))] + _raw_chunks(parts[1])
     w.finish()
-    assert copies == [2, 3]  # every part, chunk for chunk, nothing decoded
+    assert copies == [2, 3]  # every part, chunk for chunk (the first's from grown.h5), nothing decoded
     assert _raw_chunks(w.path) == committed
     Store(w.path).verify()
 
@@ -362,10 +378,14 @@ def test_a_part_that_fails_its_fsync_is_not_committed_and_the_grown_store_gives_
         w.commit(*batches[1])  # written into the growing store while the fsync ran, then not committed
     monkeypatch.setattr(store_mod, "_fsync_path", real)
     assert w.n_rows == 2 and not list(work_dir(w.path).glob("*.tmp"))
-    assert not (work_dir(w.path) / "merged.h5.tmp").exists()  # it held an uncommitted batch: dropped
+    # the growing store held an uncommitted batch: it grows no more, but stays for the first part's chunks
+    assert (work_dir(w.path) / "grown.h5").is_file() and w._live is None
     w.commit(*batches[1])
     w.commit(*batches[2], last=True)  # no store grows any more: the last batch gets a part
-    assert len(list(work_dir(w.path).glob("part-*.h5"))) == 3
+    parts = sorted(work_dir(w.path).glob("part-*.h5"))
+    assert len(parts) == 3
+    with h5py.File(parts[0], "r") as f0, h5py.File(parts[1], "r") as f1:
+        assert "mel_chunks" in f0 and "mel" not in f0 and "mel" in f1
     w.finish()
     store = Store(w.path)
     store.verify()
@@ -425,7 +445,7 @@ def test_a_store_grown_batch_by_batch_equals_one_merged_from_its_parts(
     grows, copies = [], []
 
     def flaky(dst, rows, at):
-        if dst.file.filename.endswith("merged.h5.tmp"):
+        if dst.file.filename.endswith("grown.h5"):
             grows.append(at)
             if len(grows) == 2:
                 raise OSError("no space left on device")
@@ -437,7 +457,7 @@ def test_a_store_grown_batch_by_batch_equals_one_merged_from_its_parts(
     merged = _writer(tmp_path / "merged.h5")
     for b in batches:
         merged.append(*b)
-    assert not (work_dir(merged.path) / "merged.h5.tmp").exists()  # dropped at the failure
+    assert merged._live is None  # it stopped growing at the failure; the first part's chunks are in grown.h5
     merged.finish()
     assert grows == [0, 2] and copies == [2, 3, 1]  # grown once, failed, then every part merged at the end
     a, b = Store(grown.path), Store(merged.path)
@@ -448,31 +468,23 @@ def test_a_store_grown_batch_by_batch_equals_one_merged_from_its_parts(
     pd.testing.assert_frame_equal(a.meta(), b.meta())
 
 
-def test_the_growing_store_goes_to_disk_batch_by_batch_with_or_without_sync_file_range(
+def test_a_batch_is_committed_only_once_its_mel_chunks_are_on_disk(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    batches = [_batch(0, 2), _batch(2, 3)]
-    started, synced = [], []
-    real_start, real_fsync = store_mod._start_writeback, store_mod._fsync_path
-    monkeypatch.setattr(store_mod, "_start_writeback", lambda path: (started.append(path.name), real_start(path))[1])
-    monkeypatch.setattr(store_mod, "_fsync_path", lambda path, **kw: (synced.append(path.name), real_fsync(path, **kw)))
-    linux = _writer(tmp_path / "linux.h5")
-    for b in batches:
-        linux.append(*b)
-    assert started == ["merged.h5.tmp"] * 2  # writeback started after each batch ...
-    assert "merged.h5.tmp" not in synced  # ... and no fsync of it before finish
-    linux.finish()
-    # where sync_file_range is missing: an fsync every _GROW_SYNC_BYTES (here: every batch)
-    monkeypatch.setattr(store_mod, "_sync_file_range", lambda: None)
-    monkeypatch.setattr(store_mod, "_GROW_SYNC_BYTES", 1)
-    synced.clear()
-    other = _writer(tmp_path / "other.h5")
-    for b in batches:
-        other.append(*b)
-    assert synced.count("merged.h5.tmp") == 2
-    other.finish()
-    a, b = Store(linux.path), Store(other.path)
-    for family in ("descriptors", "mel"):
-        np.testing.assert_array_equal(a.read(family, np.arange(5)), b.read(family, np.arange(5)))
+    events = []
+    real_fsync, real_replace = store_mod._fsync_path, os.replace
+    monkeypatch.setattr(store_mod, "_fsync_path", lambda path, **kw: (events.append(("fsync", path.name)),
+                                                                      real_fsync(path, **kw))[1])
+    monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", Path(b).name)), real_replace(a, b))[1])
+    w = _writer(tmp_path / "s.h5")
+    for b in (_batch(0, 2), _batch(2, 3)):
+        w.append(*b)
+    for seq in (0, 1):  # the growing store's fsync, and the part's, before the part's rename
+        rename = events.index(("rename", f"part-{seq:06d}.h5"))
+        before = events[events.index(("rename", f"part-{seq - 1:06d}.h5")) if seq else 0:rename]
+        assert ("fsync", "grown.h5") in before and ("fsync", f"part-{seq:06d}.h5.tmp") in before
+    w.finish()
+    np.testing.assert_array_equal(Store(w.path).read("mel", np.arange(5)),
+                                  np.concatenate([_batch(0, 2)[1], _batch(2, 3)[1]]))
 
 
 @pytest.mark.skipif(not hasattr(os, "posix_fadvise") or not Path("/proc/self/fd").is_dir(),
@@ -498,8 +510,9 @@ def test_written_pages_leave_the_page_cache_once_on_disk(tmp_path: Path, monkeyp
     for seq in (0, 1):  # each part: on disk first, then out of the cache
         part = store_mod._part_path(w.work, seq).name + ".tmp"
         assert events.index(("fsync", part)) < events.index(("uncache", part))
-    if store_mod._sync_file_range() is not None:  # the growing store: at every batch
-        assert events.count(("uncache", "merged.h5.tmp")) == 2
+    # the growing store too, at every batch
+    assert events.count(("uncache", "grown.h5")) == 2
+    assert events.index(("fsync", "grown.h5")) < events.index(("uncache", "grown.h5"))
     w.finish()
     s = Store(tmp_path / "s.h5")
     s.verify()
@@ -530,17 +543,24 @@ def test_finish_decodes_a_base_store_chunked_another_way(tmp_path: Path, monkeyp
 
 
 def test_a_part_chunk_damaged_on_disk_is_caught_when_the_store_is_read(tmp_path: Path) -> None:
-    """Chunks are merged without decoding them: a flipped byte in a committed part is not seen by
-    finish, but its Fletcher-32 checksum travels with it, so every read of that row fails."""
+    """Chunks are merged without decoding them: a flipped byte in a committed chunk (here in
+    grown.h5, where a stopped fresh run's part points) is not seen by finish, but its Fletcher-32
+    checksum travels with it, so every read of that row fails, before finish and after."""
     w = _writer(tmp_path / "s.h5")
     w.append(*_batch(0, 3))
     w.close()
-    part = work_dir(w.path) / "part-000000.h5"
-    with h5py.File(part, "r") as f:
-        info = f["mel"].id.get_chunk_info(1)
-    data = bytearray(part.read_bytes())
-    data[info.byte_offset + 8] ^= 0x5A
-    part.write_bytes(bytes(data))
+    with h5py.File(work_dir(w.path) / "part-000000.h5", "r") as f:
+        offset = int(f["mel_chunks"][1, 0])
+    grown = work_dir(w.path) / "grown.h5"
+    data = bytearray(grown.read_bytes())
+    data[offset + 8] ^= 0x5A
+    grown.write_bytes(bytes(data))
+    partial = Store(w.path, require_complete=False)  # a reader of the unfinished store checks it too
+    for row in (0, 2):
+        np.testing.assert_array_equal(partial.read("mel", np.array([row])), _batch(0, 3)[1][[row]])
+    with pytest.raises(StoreError, match="fails its Fletcher-32 checksum.*corrupt"):
+        partial.read("mel", np.array([1]))
+    partial.close()
     again = _writer(w.path)
     again.finish()
     store = Store(w.path)
@@ -550,6 +570,22 @@ def test_a_part_chunk_damaged_on_disk_is_caught_when_the_store_is_read(tmp_path:
         store.read("mel", np.array([1]))
     with pytest.raises(StoreError, match="corrupt"):
         store.verify()
+
+
+@pytest.mark.parametrize("n_bytes", [0, 1, 2, 719, 720, 721, 1441, 4 * 64 * 251])
+def test_fletcher32_is_hdf5s(tmp_path: Path, n_bytes: int) -> None:
+    """The checksum a reader checks referenced chunks with is the one HDF5 appends, bit for bit,
+    on random bytes and on all-ones (where the sums' folding is at its edge), odd lengths included."""
+    rng = np.random.default_rng(n_bytes)
+    with h5py.File(tmp_path / "f.h5", "w") as f:
+        for name, fill in (("random", None), ("ones", 255)):
+            data = (rng.integers(0, 256, (3, max(n_bytes, 1))) if fill is None
+                    else np.full((3, max(n_bytes, 1)), fill)).astype(np.uint8)
+            ds = f.create_dataset(name, data=data, chunks=(1, max(n_bytes, 1)), fletcher32=True)
+            for i in range(3):
+                chunk = ds.id.read_direct_chunk((i, 0))[1]
+                assert store_mod._fletcher32(chunk[:-4]) == int.from_bytes(chunk[-4:], "little")
+    assert store_mod._fletcher32(b"") == 0
 
 
 def test_finish_returns_the_meta_it_wrote(tmp_path: Path) -> None:

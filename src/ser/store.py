@@ -20,10 +20,15 @@ Crash safety: the store file is never written in place. A writer (:class:`StoreW
 its work in a folder beside it, ``feats.h5.partial/``:
 
 - ``header.json``: the run's configuration and session id;
-- ``part-000000.h5``, ``part-000001.h5``, ...: one per committed batch, its arrays, meta rows
-  and failures together, written as ``*.tmp``, fsynced and renamed, so a batch is on disk whole
-  or not at all (the commit is the rename); a fresh run's last batch may skip its part (see
+- ``part-000000.h5``, ``part-000001.h5``, ...: one per committed batch, its descriptors, meta
+  rows and failures together, written as ``*.tmp``, fsynced and renamed, so a batch is on disk
+  whole or not at all (the commit is the rename); a fresh run's last batch may skip its part (see
   :meth:`StoreWriter.commit`'s ``last``): it is committed by the final rename with the rest;
+- ``grown.h5``: a fresh run's store, its arrays grown batch by batch (:meth:`StoreWriter.commit`).
+  Its HDF5 metadata is not trusted after a crash, but each committed batch's mel chunks in it
+  are: they are fsynced before the batch's part is renamed, and the part records where each
+  chunk lies (offset, size; the chunk carries its Fletcher-32 checksum). So the mel, the bulk
+  of a batch, is written once; a part written by a resumed run holds its mel itself;
 - ``LOCK``: a POSIX lock held by the writing process (released when it exits, however it
   exits), so a second writer is refused and readers can tell "being written" from "interrupted".
 
@@ -86,7 +91,8 @@ _HEADER = "header.json"
 _LOCK = "LOCK"
 _PID = "PID"
 _MERGED = "merged.h5.tmp"
-_GROW_SYNC_BYTES = 256 << 20  # where writeback cannot be started: the growing store's fsync, every this many bytes
+_GROWN = "grown.h5"   # not *.tmp: a resumed run reads the committed batches' mel chunks from it
+_MEL_REFS = "mel_chunks"  # in a part: (rows, 2) int64, each mel row's chunk offset and size in grown.h5
 _PART_RE = re.compile(r"^part-(\d{6})\.h5$")
 _HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 # what h5py, PyTables and pandas raise on damaged files (tables' errors derive from these)
@@ -173,13 +179,12 @@ def _uncache(fd: int) -> None:
     """Drop the file's pages that are on disk already from the page cache (``POSIX_FADV_DONTNEED``;
     pages not yet written back stay). A no-op where the call is missing (macOS, Windows).
 
-    Featurize writes each batch's mel twice (its part and the growing store), ~0.6 MB a clip, and
-    reads neither back in a fresh run: left cached, a full CREMA-D run fills ~4.6 GB of page cache,
-    and every page the kernel allocates anew for it costs CPU (in a VM, a fault to the host).
-    Dropped as soon as they are on disk, the same few pages are reused batch after batch: on the
-    whole corpus, two workers ran 2% and 8% faster in two A/B pairs, and the parent's CPU per clip
-    fell from 2.0-2.35 ms to 1.76 (docs/benchmarks.md). A resumed run reads its parts back from
-    disk instead of the cache.
+    Featurize writes each batch's mel (~0.3 MB a clip) and does not read it back in a fresh run:
+    left cached, a full CREMA-D run filled gigabytes of page cache, and every page the kernel
+    allocates anew for it costs CPU (in a VM, a fault to the host). Dropped as soon as they are on
+    disk, the same few pages are reused batch after batch: on the whole corpus, two workers ran 2%
+    and 8% faster in two A/B pairs (docs/benchmarks.md). A resumed run reads back from disk
+    instead of the cache.
     """
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
@@ -187,42 +192,11 @@ def _uncache(fd: int) -> None:
         pass
 
 
-_SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>: start writing dirty pages back, do not wait
-
-
-@functools.lru_cache(maxsize=1)
-def _sync_file_range() -> Callable[..., int] | None:
-    """Linux's ``sync_file_range`` from libc, or None where there is none."""
-    import ctypes
-
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).sync_file_range
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
-    fn.restype = ctypes.c_int
-    return fn
-
-
-def _start_writeback(path: Path) -> bool:
-    """Ask the kernel to start writing ``path``'s dirty pages to disk now, without waiting, so a
-    later fsync has little left to wait for, and drop the pages an earlier call wrote back (see
-    :func:`_uncache`). False where that cannot be asked (not Linux)."""
-    fn = _sync_file_range()
-    if fn is None:
-        return False
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        _uncache(fd)
-        return fn(fd, 0, 0, _SYNC_FILE_RANGE_WRITE) == 0
-    finally:
-        os.close(fd)
-
-
 class _Sync:
     """``fsync`` of a file on a thread of its own (it releases the GIL), so the caller can go on
     writing elsewhere while the disk catches up; :meth:`wait` returns once it is done and
-    raises its error."""
+    raises its error. The file's pages are then dropped from the cache (a fresh run does not
+    read them back)."""
 
     def __init__(self, path: Path) -> None:
         self._error: OSError | None = None
@@ -231,7 +205,7 @@ class _Sync:
 
     def _run(self) -> None:
         try:
-            _fsync_path(self._path, uncache=True)  # a fresh run does not read its parts back
+            _fsync_path(self._path, uncache=True)
         except OSError as exc:
             self._error = exc
 
@@ -350,6 +324,7 @@ class _Part:
     seq: int
     n_rows: int
     n_failures: int
+    mel_file: Path | None = None  # where its mel chunks lie (grown.h5), or None: in the part itself
 
 
 def _part_path(work: Path, seq: int) -> Path:
@@ -373,9 +348,12 @@ def _list_parts(work: Path, session: str, *, quiet: bool = False) -> list[_Part]
                         problem = f"{path.name} belongs to another run"
                     else:
                         n_rows, n_fail = int(f.attrs["n_rows"]), int(f.attrs["n_failures"])
-                        for name in FAMILIES:
+                        mel_file = work / _GROWN if n_rows and _MEL_REFS in f else None
+                        for name in ("descriptors", _MEL_REFS if mel_file else "mel"):
                             if n_rows and f[name].shape[0] != n_rows:
                                 problem = f"{path.name} holds {f[name].shape[0]} {name} rows, not {n_rows}"
+                        if problem is None and mel_file is not None and not mel_file.is_file():
+                            problem = f"{path.name}'s mel rows are in {_GROWN}, which is missing"
             except FileNotFoundError:
                 problem = f"{path.name} vanished (the run was finished or restarted meanwhile)"
             except _READ_ERRORS as exc:
@@ -385,8 +363,97 @@ def _list_parts(work: Path, session: str, *, quiet: bool = False) -> list[_Part]
                 warnings.warn(f"{work}: {problem}; that part and the ones after it are not used "
                               "(their clips will be featurized again)", RuntimeWarning, stacklevel=3)
             break
-        parts.append(_Part(path, seq, n_rows, n_fail))
+        parts.append(_Part(path, seq, n_rows, n_fail, mel_file))
     return parts
+
+
+def _fletcher32(data: bytes | memoryview) -> int:
+    """HDF5's Fletcher-32 checksum of ``data`` (``H5_checksum_fletcher32``: big-endian 16-bit
+    words, both sums folded every 360 words), computed 360 words at a time with numpy.
+
+    Within a block of ``t`` words from sums ``(s1, s2)``, ``s1`` grows by the words' sum and ``s2``
+    by ``t * s1`` plus the words weighted ``t, t-1, ..., 1``; HDF5's 32-bit sums wrap, so each
+    block's result is taken modulo 2**32 before the fold, as in C.
+    """
+    words = np.frombuffer(data, dtype=">u2", count=len(data) // 2).astype(np.uint64)
+    full = words.shape[0] - words.shape[0] % 360
+    blocks = [(360, s, w) for s, w in zip(words[:full].reshape(-1, 360).sum(axis=1).tolist(),
+                                          (words[:full].reshape(-1, 360) @ np.arange(360, 0, -1, dtype=np.uint64)).tolist())]
+    tail = words[full:]
+    if tail.shape[0]:
+        blocks.append((tail.shape[0], int(tail.sum()), int(tail @ np.arange(tail.shape[0], 0, -1, dtype=np.uint64))))
+    if len(data) % 2:  # an odd last byte is the high byte of a last word
+        blocks.append((1, int(data[-1]) << 8, int(data[-1]) << 8))
+    s1 = s2 = 0
+    for t, total, weighted in blocks:
+        s2 = (s2 + t * s1 + weighted) & 0xFFFFFFFF
+        s1 = (s1 + total) & 0xFFFFFFFF
+        s1 = (s1 & 0xFFFF) + (s1 >> 16)
+        s2 = (s2 & 0xFFFF) + (s2 >> 16)
+    s1 = (s1 & 0xFFFF) + (s1 >> 16)
+    s2 = (s2 & 0xFFFF) + (s2 >> 16)
+    return ((s2 << 16) | s1) & 0xFFFFFFFF
+
+
+@functools.lru_cache(maxsize=1)
+def _chunk_info_available() -> bool:
+    """Whether h5py can tell where a chunk lies (HDF5 1.10.5 and later): needed to grow a store."""
+    import h5py
+
+    return hasattr(h5py.h5d.DatasetID, "get_chunk_info_by_coord")
+
+
+def _row_chunks(ds: Any) -> bool:
+    """Whether ``ds`` stores each row as one chunk of raw float32 plus a Fletcher-32 checksum and
+    nothing else: the layout of a grown store's mel, so such chunks copy as they are."""
+    import h5py
+
+    return (ds.chunks == (1,) + tuple(ds.shape[1:]) and ds.dtype == np.dtype("<f4")
+            and [flt[0] for flt in _filters(ds)] == [h5py.h5z.FILTER_FLETCHER32])
+
+
+class _ReferencedRows:
+    """A part's mel rows where they lie in ``grown.h5`` (see the module docstring), read without
+    HDF5: each chunk's bytes at its recorded offset, checked against their Fletcher-32 checksum.
+    Sliced like an h5py dataset (``rows[lo:hi]``); :meth:`raw` gives a chunk as stored."""
+
+    def __init__(self, path: Path, refs: np.ndarray, row_shape: tuple[int, ...]) -> None:
+        self.path = path
+        self.refs = np.asarray(refs, dtype=np.int64).reshape(-1, 2)
+        self.row_shape = tuple(int(v) for v in row_shape)
+        self.shape = (self.refs.shape[0],) + self.row_shape
+        self._fd: int | None = os.open(path, os.O_RDONLY)
+
+    def raw(self, i: int, *, check: bool = True) -> bytes:
+        """Row ``i``'s chunk as stored (its float32 bytes, then their checksum); ``check``: verify
+        the checksum (else it travels with the chunk, and HDF5 checks it wherever it is read)."""
+        offset, size = (int(v) for v in self.refs[i])
+        data = os.pread(self._fd, size, offset)
+        if size != 4 * int(np.prod(self.row_shape)) + 4 or len(data) != size:
+            raise OSError(f"{self.path}: mel chunk {i} at byte {offset} is {len(data)} bytes, not "
+                          f"{4 * int(np.prod(self.row_shape)) + 4}")
+        if check and _fletcher32(memoryview(data)[:-4]) != int.from_bytes(data[-4:], "little"):
+            raise OSError(f"{self.path}: mel chunk {i} at byte {offset} fails its Fletcher-32 checksum")
+        return data
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        idx = range(*rows.indices(self.shape[0]))
+        out = np.empty((len(idx),) + self.row_shape, dtype=np.float32)
+        for j, i in enumerate(idx):
+            out[j] = np.frombuffer(self.raw(i), dtype="<f4", count=out[j].size).reshape(self.row_shape)
+        return out
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _part_mel(part: _Part, f: Any) -> Any:
+    """The mel rows of ``part`` (its open file ``f``): its own dataset, or where they lie in grown.h5."""
+    if part.mel_file is None:
+        return f["mel"]
+    return _ReferencedRows(part.mel_file, f[_MEL_REFS][:], tuple(f.attrs["mel_shape"]))
 
 
 def _write_columns(group: Any, frame: pd.DataFrame, columns: Sequence[str]) -> None:
@@ -437,7 +504,10 @@ def _filters(ds: Any) -> list[tuple]:
 
 def _same_chunks(src: Any, dst: Any) -> bool:
     """Whether ``src``'s stored chunks are valid chunks of ``dst`` as they are: one row per chunk
-    on both sides, the same dtype, row shape and filter pipeline (Fletcher-32 and its settings)."""
+    on both sides, the same dtype, row shape and filter pipeline (Fletcher-32 and its settings).
+    Rows referenced in a grown store (:class:`_ReferencedRows`) are such chunks, checksum and all."""
+    if isinstance(src, _ReferencedRows):
+        return hasattr(dst.id, "write_direct_chunk") and tuple(dst.shape[1:]) == src.row_shape and _row_chunks(dst)
     if not (hasattr(src.id, "read_direct_chunk") and hasattr(dst.id, "write_direct_chunk")):
         return False
     one_row = (1,) + tuple(dst.shape[1:])
@@ -449,8 +519,13 @@ def _copy_chunks(src: Any, dst: Any, rows: int, at: int) -> None:
     """Copy the first ``rows`` rows of ``src`` to ``dst`` from row ``at``, chunk by chunk as stored
     (see :func:`_same_chunks`): nothing is decoded or re-encoded. Each chunk's Fletcher-32 checksum
     travels with it, so a chunk damaged in ``src`` fails its check whenever ``dst`` is read."""
-    read, write = src.id.read_direct_chunk, dst.id.write_direct_chunk
+    write = dst.id.write_direct_chunk
     rest = (0,) * (len(dst.shape) - 1)
+    if isinstance(src, _ReferencedRows):
+        for i in range(rows):
+            write((at + i,) + rest, src.raw(i, check=False), 0)
+        return
+    read = src.id.read_direct_chunk
     for i in range(rows):
         mask, chunk = read((i,) + rest)
         write((at + i,) + rest, chunk, mask)
@@ -655,10 +730,9 @@ class StoreWriter:
         self._tables: dict[int, tuple[pd.DataFrame | None, pd.DataFrame | None]] = {}
         # (meta, failures) of a last batch that went to the growing store alone (commit(last=True))
         self._last: tuple[pd.DataFrame | None, pd.DataFrame | None] | None = None
-        # the store's arrays, built in the work folder as each batch commits (see _grow)
+        # the store's arrays, built in the work folder (grown.h5) as each batch commits (see _grow)
         self._live: Any = None
         self._live_rows = 0
-        self._live_dirty = 0
         if overwrite:
             _check_replaceable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -723,6 +797,7 @@ class StoreWriter:
             _atomic_write_text(self.work / _HEADER, json.dumps(header, sort_keys=True))
         for leftover in self.work.glob("*.tmp"):  # a batch or merge cut short: never committed
             leftover.unlink()
+        # grown.h5 stays: the parts of a fresh run that stopped point into it for their mel
         self._parts = _list_parts(self.work, self.session)
         for entry in self.work.iterdir():  # parts after a gap or a damaged one are redone
             m = _PART_RE.match(entry.name)
@@ -730,8 +805,9 @@ class StoreWriter:
                 entry.unlink()
         self.resumed = self.resumed or bool(self._parts)
         self.n_rows = (self._base["n_rows"] if self._base else 0) + sum(p.n_rows for p in self._parts)
-        # a fresh store grows its arrays batch by batch; a resumed one is merged at the end
-        self._grow_ok = self._base is None and not self._parts
+        # a fresh store grows its arrays batch by batch; a resumed one is merged at the end (its new
+        # parts then hold their mel themselves)
+        self._grow_ok = self._base is None and not self._parts and _chunk_info_available()
 
     def done_clip_ids(self) -> set[str]:
         """Clip ids already written (as rows or as failures): a resumed run skips them."""
@@ -784,33 +860,34 @@ class StoreWriter:
         # the rows as _merge would read them back from the part: kept, so it need not
         tables = (_table_frame(meta_frame, META_COLUMNS) if k else None,
                   _table_frame(fail_frame, FAILURE_COLUMNS) if n_fail else None)
-        if last and k and self._grow_ok and self._grow(descriptors, mel, k):
+        if last and k and self._grow_ok and self._grow(descriptors, mel, k) is not None:
             self._last = tables
             return
         seq = len(self._parts)
         final = _part_path(self.work, seq)
         tmp = final.with_name(final.name + ".tmp")
-        grown = False
+        refs = None
         try:
-            self._write_part(tmp, seq, k, n_fail, descriptors, mel,
+            # the mel goes to the growing store only; its part records where each row's chunk lies
+            refs = self._grow(descriptors, mel, k) if k and self._grow_ok else None
+            synced = _Sync(self.work / _GROWN) if refs is not None else None  # while the part is written
+            self._write_part(tmp, seq, k, n_fail, descriptors, mel if refs is None else None, refs,
                              meta_frame if k else None, fail_frame if n_fail else None)
-            # the part's fsync waits for the disk: the growing store is written meanwhile
-            synced = _Sync(tmp)
-            if k and self._grow_ok:
-                grown = self._grow(descriptors, mel, k)
-            synced.wait()
+            _fsync_path(tmp, uncache=True)
+            if synced is not None:
+                synced.wait()  # the chunks the part points to are on disk before it is committed
             os.replace(tmp, final)  # the commit
             _fsync_path(self.work, directory=True)
         except BaseException as exc:
             tmp.unlink(missing_ok=True)
-            if grown:  # the growing store holds a batch that is not committed: the parts decide
-                self._drop_live()
+            if refs is not None:  # the growing store holds a batch that is not committed: the parts decide
+                self._stop_growing()
             if not isinstance(exc, OSError):
                 raise
             # a full disk, a vanished folder: the batch is not committed
             raise StoreError(f"cannot commit a batch to {self.work} ({exc}); the {self.n_rows} rows committed "
                              "before it are safe: fix the cause and run the same command again") from None
-        self._parts.append(_Part(final, seq, k, n_fail))
+        self._parts.append(_Part(final, seq, k, n_fail, self.work / _GROWN if refs is not None else None))
         self._tables[seq] = tables
         self.n_rows += k
 
@@ -820,25 +897,25 @@ class StoreWriter:
                              chunks=(256, len(self.descriptor_names)), fletcher32=True)
         d.attrs["names"] = _json_attr(self.descriptor_names)
         m = f.create_dataset("mel", shape=(n,) + self.mel_shape, maxshape=(None,) + self.mel_shape,
-                             dtype="float32", chunks=(1,) + self.mel_shape, fletcher32=True)
+                             dtype="<f4", chunks=(1,) + self.mel_shape, fletcher32=True)
         return d, m
 
-    def _grow(self, descriptors: np.ndarray, mel: np.ndarray, k: int) -> bool:
-        """Append a committed batch to the store being built in the work folder (its writeback to
-        disk started at once, see :func:`_start_writeback`), so that :meth:`finish` has only the
-        tables to add and a short fsync: the writes and their disk I/O happen while later batches
-        are computed.
-        The batch is written from memory, as it went to its part: one HDF5 call, not a read
-        and a write per chunk (each call hands the GIL over twice, and with every handover
-        the thread computing the next batch waits). The parts stay the record: a crash discards
-        this file, and any error here only makes :meth:`finish` merge the parts as a resumed
-        run's are."""
+    def _grow(self, descriptors: np.ndarray, mel: np.ndarray, k: int) -> np.ndarray | None:
+        """Append a batch to the store being built in the work folder (grown.h5) and return where
+        its mel rows' chunks lie there, ``(k, 2)`` offsets and sizes, for the batch's part; None if
+        the store could not take it (it then stops growing: :meth:`finish` merges the parts).
+
+        The store's HDF5 metadata is flushed but never trusted after a crash; the chunks are: a
+        chunk of fixed size (float32 and a checksum) is written once and never moved. So a fresh
+        run writes each mel row once, and :meth:`finish` has only the tables to add. The batch
+        is written from memory in one HDF5 call (each call hands the GIL over twice, and with every
+        handover the thread computing the next batch waits)."""
         import h5py
 
-        tmp = self.work / _MERGED
+        path = self.work / _GROWN
         try:
             if self._live is None:
-                self._live = h5py.File(tmp, "w", libver=_LIBVER)
+                self._live = h5py.File(path, "w", libver=_LIBVER)
                 self._create_arrays(self._live, 0)
             d, m = self._live["descriptors"], self._live["mel"]
             at = self._live_rows
@@ -846,21 +923,23 @@ class StoreWriter:
             m.resize(at + k, axis=0)
             d[at:at + k] = np.asarray(descriptors, dtype=np.float32)
             _write_rows(m, mel, at)
+            self._live.flush()  # every chunk written to the file, so each has its place
+            rest = (0,) * len(self.mel_shape)
+            refs = np.empty((k, 2), dtype=np.int64)
+            for i in range(k):
+                info = m.id.get_chunk_info_by_coord((at + i,) + rest)
+                if info.filter_mask != 0 or info.byte_offset is None:
+                    raise OSError(f"mel row {at + i} was not stored as one checksummed chunk")
+                refs[i] = (info.byte_offset, info.size)
             self._live_rows = at + k
-            self._live_dirty += k * int(np.prod(self.mel_shape)) * 4
-            # to disk as the run goes, not all at the end: writeback starts now (finish's fsync
-            # then waits only for the last batch's), or, where it cannot be started, an fsync
-            # now and then
-            if not _start_writeback(tmp) and self._live_dirty >= _GROW_SYNC_BYTES:
-                self._live.flush()
-                _fsync_path(tmp, uncache=True)
-                self._live_dirty = 0
-        except Exception:  # noqa: BLE001 - an optimisation only: fall back to the full merge
-            self._drop_live()
-            return False
-        return True
+        except Exception:  # noqa: BLE001 - an optimisation only: fall back to parts holding their mel
+            self._stop_growing()
+            return None
+        return refs
 
-    def _drop_live(self) -> None:
+    def _stop_growing(self) -> None:
+        """Stop growing the store: :meth:`finish` merges the parts. grown.h5 stays, for the parts
+        that point into it; the work folder's clean-up removes it."""
         self._grow_ok = False
         if self._live is not None:
             try:
@@ -868,22 +947,25 @@ class StoreWriter:
             except Exception:  # noqa: BLE001
                 pass
             self._live = None
-        (self.work / _MERGED).unlink(missing_ok=True)
 
     def _write_part(self, tmp: Path, seq: int, k: int, n_fail: int, descriptors: Any,
-                    mel: np.ndarray | None, meta_frame: pd.DataFrame | None,
+                    mel: np.ndarray | None, mel_refs: np.ndarray | None, meta_frame: pd.DataFrame | None,
                     fail_frame: pd.DataFrame | None) -> None:
-        """Write a batch's part file to ``tmp`` (not yet synced: :meth:`commit` does that)."""
+        """Write a batch's part file to ``tmp`` (not yet synced: :meth:`commit` does that): its mel
+        rows themselves, or ``mel_refs``, where they lie in grown.h5."""
         import h5py
 
         with h5py.File(tmp, "w", libver=_LIBVER) as f:
-            f.attrs.update(session=self.session, seq=seq, n_rows=k, n_failures=n_fail)
+            f.attrs.update(session=self.session, seq=seq, n_rows=k, n_failures=n_fail, mel_shape=self.mel_shape)
             if k:
                 f.create_dataset("descriptors", data=np.asarray(descriptors, dtype=np.float32), fletcher32=True,
                                  chunks=(min(k, 256), descriptors.shape[1]))
-                m = f.create_dataset("mel", shape=(k,) + self.mel_shape, dtype="float32", fletcher32=True,
-                                     chunks=(1,) + self.mel_shape)
-                _write_rows(m, mel, 0)
+                if mel_refs is not None:
+                    f.create_dataset(_MEL_REFS, data=mel_refs, fletcher32=True)
+                else:
+                    m = f.create_dataset("mel", shape=(k,) + self.mel_shape, dtype="<f4", fletcher32=True,
+                                         chunks=(1,) + self.mel_shape)
+                    _write_rows(m, mel, 0)
                 _write_columns(f.create_group("meta"), meta_frame, META_COLUMNS)
             if n_fail:
                 _write_columns(f.create_group("failures"), fail_frame, FAILURE_COLUMNS)
@@ -909,11 +991,12 @@ class StoreWriter:
         if self._parts or self._base is None:
             tmp = self.work / _MERGED
             try:
-                meta = self._merge(tmp)
+                meta, tmp = self._merge(tmp)
                 _fsync_path(tmp)
                 os.replace(tmp, self.path)  # the store appears, whole
             except OSError as exc:
-                tmp.unlink(missing_ok=True)
+                if tmp.name == _MERGED:  # grown.h5 may hold committed chunks: the clean-up removes it
+                    tmp.unlink(missing_ok=True)
                 raise StoreError(f"cannot write {self.path} ({exc}); every batch is still committed in "
                                  f"{self.work}: fix the cause and run the same command again") from None
             _fsync_path(self.path.parent, directory=True)
@@ -930,17 +1013,18 @@ class StoreWriter:
             pass
         return meta
 
-    def _merge(self, tmp: Path) -> pd.DataFrame:
-        """Write the whole store to ``tmp``; returns its meta table."""
+    def _merge(self, tmp: Path) -> tuple[pd.DataFrame, Path]:
+        """Write the whole store: into the grown store where it holds every row, else to ``tmp``.
+        Returns its meta table and the file written."""
         import h5py
 
-        sources: list[tuple[Path, int]] = []
+        sources: list[tuple[Path, int, _Part | None]] = []
         metas, fails = [], []
         if self._base is not None:
             with Store(self.path) as base:
                 metas.append(_as_plain(base.meta().loc[:, list(META_COLUMNS)], META_STRING_COLUMNS))
                 fails.append(_as_plain(base.failures().loc[:, list(FAILURE_COLUMNS)], FAILURE_COLUMNS))
-            sources.append((self.path, self._base["n_rows"]))
+            sources.append((self.path, self._base["n_rows"], None))
 
         def at_hand(tables: tuple[pd.DataFrame | None, pd.DataFrame | None]) -> None:
             meta_rows, fail_rows = tables
@@ -955,7 +1039,7 @@ class StoreWriter:
             else:
                 metas.append(_read_columns(part.path, "meta", META_COLUMNS))
                 fails.append(_read_columns(part.path, "failures", FAILURE_COLUMNS))
-            sources.append((part.path, part.n_rows))
+            sources.append((part.path, part.n_rows, part))
         if self._last is not None:  # the last batch, in the growing store only (see commit's last)
             at_hand(self._last)
         metas = [m for m in metas if len(m)]
@@ -967,7 +1051,7 @@ class StoreWriter:
             meta[col] = meta[col].astype(dtype)
         n = len(meta)
         last_rows = 0 if self._last is None or self._last[0] is None else len(self._last[0])
-        if n != sum(rows for _, rows in sources) + last_rows:
+        if n != sum(rows for _, rows, _ in sources) + last_rows:
             raise StoreError(f"{self.work}: meta rows ({n}) and array rows disagree; featurize with --overwrite")
         live = self._live is not None and self._grow_ok and self._live_rows == n
         if self._last is not None and not live:  # its rows are nowhere else
@@ -976,8 +1060,9 @@ class StoreWriter:
         if live:
             f = self._live
             self._live = None
+            tmp = self.work / _GROWN
         else:
-            self._drop_live()
+            self._stop_growing()
             f = h5py.File(tmp, "w", libver=_LIBVER)
         with f:
             f.attrs["ser_schema_version"] = SCHEMA_VERSION
@@ -1002,30 +1087,35 @@ class StoreWriter:
             if len(failures):
                 hdf.append("failures", failures, format="table",
                            min_itemsize=_itemsizes(failures, FAILURE_COLUMNS), index=False)
-        return meta
+        return meta, tmp
 
-    def _copy_rows(self, f: Any, n: int, sources: list[tuple[Path, int]]) -> None:
+    def _copy_rows(self, f: Any, n: int, sources: list[tuple[Path, int, _Part | None]]) -> None:
         """Create ``f``'s arrays for ``n`` rows and copy every source's rows in, in order (mel
         chunk for chunk where the layouts agree, see :func:`_copy_mel`)."""
         import h5py
 
         d, m = self._create_arrays(f, n)
         pos = 0
-        for src, rows in sources:
+        for src, rows, part in sources:
             if rows == 0:
                 continue
             with h5py.File(src, "r") as s:
                 for lo in range(0, rows, _COPY_ROWS):
                     hi = min(lo + _COPY_ROWS, rows)
                     d[pos + lo:pos + hi] = s["descriptors"][lo:hi]
-                _copy_mel(s["mel"], m, rows, pos)
+                mel = s["mel"] if part is None else _part_mel(part, s)
+                try:
+                    _copy_mel(mel, m, rows, pos)
+                finally:
+                    if isinstance(mel, _ReferencedRows):
+                        mel.close()
             pos += rows
 
     def close(self) -> None:
         """Release the lock; committed parts stay for the next run to resume from."""
         if not self.closed:
             self.closed = True
-            self._drop_live()  # unfinished: the parts are the record
+            self._stop_growing()  # unfinished: the parts are the record (and grown.h5's chunks they name)
             try:
                 (self.work / _PID).unlink()
             except FileNotFoundError:
@@ -1083,42 +1173,54 @@ class Store:
         self.feature_config: dict[str, Any] = info["feature_config"]
         self.split_config: dict[str, Any] = info["split_config"]
         self.descriptor_names: list[str] = info["descriptor_names"]
-        # (file, first row, rows) of each file holding rows: the store, or the committed parts
-        self._sources: list[tuple[Path, int, int]] = []
+        # (file, first row, rows, part) of each file holding rows: the store, or the committed parts
+        self._sources: list[tuple[Path, int, int, _Part | None]] = []
         if info["complete"]:
-            self._sources.append((self.path, 0, info["n_rows"]))
+            self._sources.append((self.path, 0, info["n_rows"], None))
         else:
             start = 0
             for part in info["parts"]:
-                self._sources.append((part.path, start, part.n_rows))
+                self._sources.append((part.path, start, part.n_rows, part))
                 start += part.n_rows
         self._h5: dict[Path, Any] = {}
+        self._referenced: dict[Path, _ReferencedRows] = {}  # a part's mel rows in grown.h5
         self._pid: int | None = None
         self._meta: pd.DataFrame | None = None
 
-    def _dataset(self, source: Path, family: str) -> Any:
+    def _dataset(self, source: Path, family: str, part: _Part | None = None) -> Any:
         import h5py
 
         if self._pid != os.getpid():
-            self._h5, self._pid = {}, os.getpid()
+            self._h5, self._referenced, self._pid = {}, {}, os.getpid()
+        if source in self._referenced and family == "mel":
+            return self._referenced[source]
         if source not in self._h5:
             try:
                 self._h5[source] = h5py.File(source, "r")
             except _READ_ERRORS as exc:
                 if not source.exists():  # h5py reports a vanished file as a stat error, not FileNotFoundError
-                    raise StoreChanged(f"{self.path}: {source.name} vanished while reading: the run that was "
-                                       "writing the store finished or restarted; open it again") from None
+                    raise self._vanished(source) from None
                 raise _corrupt(source, exc) from None
+        if family == "mel" and part is not None and part.mel_file is not None:
+            try:
+                self._referenced[source] = _part_mel(part, self._h5[source])
+            except FileNotFoundError:
+                raise self._vanished(part.mel_file) from None
+            return self._referenced[source]
         return self._h5[source][family]
+
+    def _vanished(self, source: Path) -> StoreChanged:
+        return StoreChanged(f"{self.path}: {source.name} vanished while reading: the run that was "
+                            "writing the store finished or restarted; open it again")
 
     def close(self) -> None:
         if self._pid == os.getpid():
-            for f in self._h5.values():
+            for f in [*self._h5.values(), *self._referenced.values()]:
                 try:
                     f.close()
                 except _READ_ERRORS:
                     pass
-        self._h5 = {}
+        self._h5, self._referenced = {}, {}
         self._pid = None
 
     def __enter__(self) -> "Store":
@@ -1129,7 +1231,7 @@ class Store:
 
     def __getstate__(self) -> dict[str, Any]:  # never ship an open handle to another process
         state = dict(self.__dict__)
-        state["_h5"] = {}
+        state["_h5"], state["_referenced"] = {}, {}
         state["_pid"] = None
         return state
 
@@ -1145,7 +1247,7 @@ class Store:
                 if self.info["complete"]:
                     meta = pd.read_hdf(self.path, "meta") if n else pd.DataFrame(columns=list(META_COLUMNS))
                 else:
-                    frames = [_read_columns(src, "meta", META_COLUMNS) for src, _, n_src in self._sources if n_src]
+                    frames = [_read_columns(src, "meta", META_COLUMNS) for src, _, n_src, _ in self._sources if n_src]
                     meta = (pd.concat(frames, ignore_index=True) if frames
                             else pd.DataFrame(columns=list(META_COLUMNS)))
             except StoreError:
@@ -1204,12 +1306,12 @@ class Store:
                              f"with {shape[0]} rows")
         order = np.argsort(rows, kind="stable")
         sorted_rows = rows[order]
-        for source, first, n in self._sources:
+        for source, first, n, part in self._sources:
             lo_i = int(np.searchsorted(sorted_rows, first, side="left"))
             hi_i = int(np.searchsorted(sorted_rows, first + n, side="left"))
             if lo_i == hi_i:
                 continue
-            ds = self._dataset(source, family)
+            ds = self._dataset(source, family, part)
             local = sorted_rows[lo_i:hi_i] - first
             try:
                 _read_blocks(ds, local, order[lo_i:hi_i], out)
