@@ -233,7 +233,7 @@ def child_project(audio: Path, out: Path, workers: int, *, log_quarters: bool = 
               "seconds": round(seconds, 3), "clips_per_s": round(summary.n_clips / seconds, 3),
               "warmup_s": round(warmup, 2), "cpu_ms_per_clip": round(1000 * cpu / summary.n_clips, 2),
               # from the call to the last clip's features (scan, split, compute, batch commits);
-              # the rest is the store's finish (merging its parts) and the summary read-back
+              # the rest is the store's finish (its tables, fsync and rename) and the summary read-back
               "until_last_result_s": round(last[0] - t, 3)}
     if log_quarters:
         report["quarters"] = [start, *marks, end]

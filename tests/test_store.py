@@ -343,6 +343,30 @@ def test_a_fresh_store_writes_each_mel_row_once_and_its_parts_point_to_the_chunk
     np.testing.assert_array_equal(store.read("mel", np.arange(5)), np.concatenate([b[1] for b in batches]))
 
 
+@pytest.mark.parametrize("same_rows", [False, True])
+def test_each_part_points_to_a_chunk_holding_its_rows_bytes(tmp_path: Path, same_rows: bool) -> None:
+    """The chunks are found where the last one ended unless HDF5 put a block of its index between
+    (often, with rows this small); identical rows may be found in each other's chunk, which holds
+    the same bytes, checksum included."""
+    w = _writer(tmp_path / "s.h5")
+    for start in range(0, 60, 6):
+        desc, mel, meta = _batch(start, 6)
+        w.append(desc, np.zeros_like(mel) if same_rows else mel, meta)
+    mel_ds = w._live["mel"]
+    truth = [mel_ds.id.get_chunk_info_by_coord((i, 0, 0)) for i in range(60)]
+    offsets = [t.byte_offset for t in truth]
+    assert sorted(offsets) != list(range(offsets[0], offsets[0] + 60 * truth[0].size, truth[0].size))  # gaps
+    with open(work_dir(w.path) / "grown.h5", "rb") as f:
+        def at(offset: int, size: int) -> bytes:
+            f.seek(offset)
+            return f.read(size)
+        expected = [at(t.byte_offset, t.size) for t in truth]
+    assert _referenced_chunks(work_dir(w.path)) == expected
+    w.finish()
+    np.testing.assert_array_equal(Store(w.path).read("mel", np.arange(60))[:6],
+                                  np.zeros((6, 4, 3)) if same_rows else _batch(0, 6)[1])
+
+
 def test_a_resumed_store_merges_the_mel_chunks_as_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = _writer(tmp_path / "s.h5")
     batches = [_batch(0, 2), _batch(2, 3)]
