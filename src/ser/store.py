@@ -32,9 +32,10 @@ its work in a folder beside it, ``feats.h5.partial/``:
 - ``LOCK``: a POSIX lock held by the writing process (released when it exits, however it
   exits), so a second writer is refused and readers can tell "being written" from "interrupted".
 
-:meth:`StoreWriter.finish` merges the parts (after the rows of an existing store it resumed)
-into a temporary file in that folder, fsyncs it, renames it over ``feats.h5`` (atomic), and
-removes the folder. A SIGKILL at any moment therefore leaves the previous state or the next
+:meth:`StoreWriter.finish` adds the tables to ``grown.h5`` where it holds every row (a fresh
+run), or else merges the parts (after the rows of an existing store it resumed; mel chunks copied
+as stored) into a temporary file in that folder; then it fsyncs the file, renames it over
+``feats.h5`` (atomic), and removes the folder. A SIGKILL at any moment therefore leaves the previous state or the next
 one, never half an HDF5 file, and the rerun resumes from the committed parts. Readers open
 files read-only; while a store is being written they read a snapshot of the committed parts
 (``Store(path, require_complete=False)``) or are told it is incomplete, and who is writing it.
@@ -54,7 +55,7 @@ import uuid
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -378,8 +379,9 @@ def _fletcher32(data: bytes | memoryview) -> int:
     """
     words = np.frombuffer(data, dtype=">u2", count=len(data) // 2).astype(np.uint64)
     full = words.shape[0] - words.shape[0] % 360
-    blocks = [(360, s, w) for s, w in zip(words[:full].reshape(-1, 360).sum(axis=1).tolist(),
-                                          (words[:full].reshape(-1, 360) @ np.arange(360, 0, -1, dtype=np.uint64)).tolist())]
+    grid = words[:full].reshape(-1, 360)
+    weights = np.arange(360, 0, -1, dtype=np.uint64)
+    blocks = [(360, s, w) for s, w in zip(grid.sum(axis=1).tolist(), (grid @ weights).tolist())]
     tail = words[full:]
     if tail.shape[0]:
         blocks.append((tail.shape[0], int(tail.sum()), int(tail @ np.arange(tail.shape[0], 0, -1, dtype=np.uint64))))
