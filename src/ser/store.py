@@ -864,7 +864,7 @@ class StoreWriter:
         # the rows as _merge would read them back from the part: kept, so it need not
         tables = (_table_frame(meta_frame, META_COLUMNS) if k else None,
                   _table_frame(fail_frame, FAILURE_COLUMNS) if n_fail else None)
-        if last and k and self._grow_ok and self._grow(descriptors, mel, k) is not None:
+        if last and k and self._grow_ok and self._grow(descriptors, mel, k, locate=False) is not None:
             self._last = tables
             return
         seq = len(self._parts)
@@ -904,10 +904,11 @@ class StoreWriter:
                              dtype="<f4", chunks=(1,) + self.mel_shape, fletcher32=True)
         return d, m
 
-    def _grow(self, descriptors: np.ndarray, mel: np.ndarray, k: int) -> np.ndarray | None:
+    def _grow(self, descriptors: np.ndarray, mel: np.ndarray, k: int, *, locate: bool = True) -> np.ndarray | None:
         """Append a batch to the store being built in the work folder (grown.h5) and return where
-        its mel rows' chunks lie there, ``(k, 2)`` offsets and sizes, for the batch's part; None if
-        the store could not take it (it then stops growing: :meth:`finish` merges the parts).
+        its mel rows' chunks lie there, ``(k, 2)`` offsets and sizes, for the batch's part (``locate``
+        False: the run's last batch, which has no part; ``(0, 2)``); None if the store could not
+        take it (it then stops growing: :meth:`finish` merges the parts).
 
         The store's HDF5 metadata is flushed but never trusted after a crash; the chunks are: a
         chunk of fixed size (float32 and a checksum) is written once and never moved. So a fresh
@@ -928,7 +929,7 @@ class StoreWriter:
             d[at:at + k] = np.asarray(descriptors, dtype=np.float32)
             _write_rows(m, mel, at)
             self._live.flush()
-            refs = self._locate(m, mel, at, path)
+            refs = self._locate(m, mel, at, path) if locate else np.empty((0, 2), dtype=np.int64)
             self._live_rows = at + k
         except Exception:  # noqa: BLE001 - an optimisation only: fall back to parts holding their mel
             self._stop_growing()
