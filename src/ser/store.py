@@ -425,6 +425,7 @@ class _ReferencedRows:
         self.refs = np.asarray(refs, dtype=np.int64).reshape(-1, 2)
         self.row_shape = tuple(int(v) for v in row_shape)
         self.shape = (self.refs.shape[0],) + self.row_shape
+        self.chunk_size = 4 * int(np.prod(self.row_shape)) + 4  # float32 data, then its checksum
         self._fd: int | None = os.open(path, os.O_RDONLY)
 
     def raw(self, i: int, *, check: bool = True) -> bytes:
@@ -432,9 +433,8 @@ class _ReferencedRows:
         the checksum (else it travels with the chunk, and HDF5 checks it wherever it is read)."""
         offset, size = (int(v) for v in self.refs[i])
         data = os.pread(self._fd, size, offset)
-        if size != 4 * int(np.prod(self.row_shape)) + 4 or len(data) != size:
-            raise OSError(f"{self.path}: mel chunk {i} at byte {offset} is {len(data)} bytes, not "
-                          f"{4 * int(np.prod(self.row_shape)) + 4}")
+        if size != self.chunk_size or len(data) != size:
+            raise OSError(f"{self.path}: mel chunk {i} at byte {offset} is {len(data)} bytes, not {self.chunk_size}")
         if check and _fletcher32(memoryview(data)[:-4]) != int.from_bytes(data[-4:], "little"):
             raise OSError(f"{self.path}: mel chunk {i} at byte {offset} fails its Fletcher-32 checksum")
         return data
