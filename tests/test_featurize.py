@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import threading
 import time
@@ -485,6 +486,47 @@ def test_multiprocessing_backend_gives_the_same_rows(cremad_corpus: Path, tmp_pa
     ok(featurize_cli(cremad_corpus, tmp_path / "one.h5", *args))
     ok(featurize_cli(cremad_corpus, tmp_path / "mp.h5", *args, "--workers", 2, "--backend", "multiprocessing"))
     assert_same_store(tmp_path / "one.h5", tmp_path / "mp.h5")
+
+
+def _loky_worker_niceness() -> list[int]:
+    """The niceness of this process's loky worker processes (Linux: read from /proc)."""
+    found = []
+    for task in Path("/proc/self/task").iterdir():
+        for pid in (task / "children").read_text().split():
+            try:
+                if b"loky" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    found.append(os.getpriority(os.PRIO_PROCESS, int(pid)))
+            except OSError:  # exited meanwhile
+                continue
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker processes in /proc (Linux)")
+def test_worker_processes_run_below_the_parents_priority(small_store_config, tmp_path: Path) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    cfg = dataclasses.replace(small_store_config, out=tmp_path / "niced.h5", augment=(), workers=2)
+    featurize(cfg, progress=False, log=quiet)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the parent, which commits, is not lowered
+    assert min(own + featurize_mod.WORKER_NICE, 19) in _loky_worker_niceness()
+
+
+def test_a_thread_backend_leaves_the_priority_of_the_parents_threads_as_it_is(small_store_config, tmp_path: Path,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    seen: list[int] = []
+    real = featurize_mod.process_chunk
+
+    def chunk(jobs, **kwargs):
+        out = real(jobs, **kwargs)
+        seen.append(os.getpriority(os.PRIO_PROCESS, 0))  # Linux: this thread's; elsewhere the process's
+        return out
+
+    monkeypatch.setattr(featurize_mod, "process_chunk", chunk)
+    monkeypatch.setattr(featurize_mod, "_WORKER_PID", None)  # set up again, as a fresh worker would be
+    cfg = dataclasses.replace(small_store_config, out=tmp_path / "threads.h5", augment=(), workers=2,
+                              backend="threading")
+    featurize(cfg, progress=False, log=quiet)
+    assert seen and set(seen) == {own}  # its workers are the parent's own threads
 
 
 # -- bad input -----------------------------------------------------------------------------------
