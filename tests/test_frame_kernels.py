@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ser.frame_kernels import contrast_peaks_valleys, rolloff_bins
+from ser.frame_kernels import contrast_peaks_valleys, flatness_terms, rolloff_bins
 
 
 @pytest.mark.parametrize("n_frames", [1, 7, 256])
@@ -47,3 +47,23 @@ def test_rolloff_is_librosas_first_bin_reaching_the_share_of_a_float32_running_s
     expected = np.minimum(np.count_nonzero(cum < np.float32(0.85) * cum[-1], axis=0), 512)
     np.testing.assert_array_equal(out, expected)
     assert out[0] == 0 and out[1] == 100
+
+
+@pytest.mark.parametrize("n_bins", [513, 130, 3])  # n_fft 1024; bins left over after the fours; none in fours
+def test_flatness_terms_are_the_floored_magnitudes_products_by_four_and_power_sum(n_bins: int) -> None:
+    rng = np.random.default_rng(n_bins)
+    mag = np.abs(rng.standard_normal((n_bins, 40))).astype(np.float32)
+    mag[:, 3] = 0.0  # digital silence: every bin on the floor
+    mag[: n_bins // 2, 7] = 1e-7  # half the bins under it
+    floor = np.float32(1e-5)
+    quads = np.full((n_bins // 4, 50), np.nan, np.float32)
+    power = np.full((2, 50), np.nan, np.float32)
+    flatness_terms(mag, floor, quads[:, 5:45], power[1, 5:45])  # a block's columns of larger arrays
+    floored = np.maximum(mag, floor)
+    n = 4 * (n_bins // 4)
+    expected = floored[0:n:4] * floored[1:n:4] * floored[2:n:4] * floored[3:n:4]
+    np.testing.assert_array_equal(quads[:, 5:45], expected)  # the same products, to the bit
+    np.testing.assert_allclose(power[1, 5:45], np.square(floored, dtype=np.float64).sum(axis=0), rtol=1e-6)
+    assert power[1, 3 + 5] == pytest.approx(n_bins * 1e-10, rel=1e-5)
+    assert np.isnan(power[0]).all() and np.isnan(power[1, :5]).all() and np.isnan(power[1, 45:]).all()
+    assert np.isnan(quads[:, :5]).all() and np.isnan(quads[:, 45:]).all()

@@ -254,7 +254,7 @@ class _Bases:
     window: np.ndarray       # (n_fft, 1)
     freqs: np.ndarray        # (bins,) float32, Hz
     mels: Any                # scipy.sparse CSR (n_desc_mels + n_mels, bins): both mel banks at once
-    chroma: np.ndarray       # (n_chroma + 1, bins): the chroma filters, then ones (the power's sum)
+    chroma: np.ndarray       # (n_chroma, bins): the chroma filters
     moments: np.ndarray      # (2, bins): f and f^2, f in kHz
     dct: np.ndarray          # (n_mfcc, n_desc_mels): orthonormal DCT-II, the MFCCs
     band_first: np.ndarray   # contrast bands (int64, one per band): first bin,
@@ -280,7 +280,7 @@ def _bases(cfg: FeatureConfig) -> _Bases:
         # sparse: a mel filter has a handful of non-zero bins, so a few thousand multiply-adds
         # per frame instead of the dense product's 100k
         mels=scipy.sparse.csr_array(both),
-        chroma=np.concatenate([chroma_filters(sr, n_fft, cfg.n_chroma), np.ones((1, n_bins), np.float32)]),
+        chroma=chroma_filters(sr, n_fft, cfg.n_chroma),
         moments=np.stack([f_khz, f_khz ** 2]).astype(np.float32),
         dct=np.ascontiguousarray(dct, dtype=np.float32),
         band_first=bands[:, 0].copy(),
@@ -537,11 +537,11 @@ def _spectral_frames(frames: np.ndarray, rows: np.ndarray, cfg: FeatureConfig, b
     Returns ``(..., frames)`` arrays: ``mel_power`` (both mel banks), ``chroma``
     (unnormalised), ``moments`` (sums of m, f m, f^2 m over bins, f in kHz), ``log_mean`` and
     ``mean`` (of the power floored at 1e-10, for flatness), ``rolloff`` (bin), ``peak`` and
-    ``valley`` (contrast bands). ``chroma``'s last row is the power's sum (``mean`` is a view).
+    ``valley`` (contrast bands).
     """
     import scipy.fft
 
-    from .frame_kernels import contrast_peaks_valleys, rolloff_bins
+    from .frame_kernels import contrast_peaks_valleys, flatness_terms, rolloff_bins
 
     total = rows.shape[0]
     n_bins = 1 + cfg.n_fft // 2
@@ -555,12 +555,13 @@ def _spectral_frames(frames: np.ndarray, rows: np.ndarray, cfg: FeatureConfig, b
         "peak": np.empty((n_bands, total), dtype=np.float32),
         "valley": np.empty((n_bands, total), dtype=np.float32),
     }
-    out["mean"] = out["chroma"][-1]
+    out["mean"] = np.empty(total, dtype=np.float32)
     quads = 4 * (n_bins // 4)
     floor = np.float32(np.sqrt(_AMIN))  # |S| >= 1e-5 where |S|^2 >= 1e-10
     n_blocks = -(-total // _BLOCK)
     size = -(-total // n_blocks)  # equal blocks: no short tail
     window = b.window[:, 0]
+    quad_buffer = np.empty((quads // 4, size), dtype=np.float32)
     for a in range(0, total, size):
         z = slice(a, min(a + size, total))
         block = frames[rows[z]]  # (frames, n_fft), a copy
@@ -574,19 +575,14 @@ def _spectral_frames(frames: np.ndarray, rows: np.ndarray, cfg: FeatureConfig, b
         np.matmul(b.moments, mag, out=out["moments"][1:, z])
         contrast_peaks_valleys(mag, b.band_first, b.band_end, b.band_k, out["peak"][:, z], out["valley"][:, z])
         # flatness: geometric over arithmetic mean of |S|^2 floored at 1e-10 (librosa's amin).
-        # The arithmetic one is chroma's extra row unless a bin is below the floor; the
+        # The arithmetic one is the floored power's sum (flatness_terms, with the products); the
         # geometric one is 2 mean(log max(|S|, 1e-5)), taken as the log of products of four
         # magnitudes (a quarter of the logs): |S| <= 512 max|y| keeps them inside float32.
-        floored = mag
-        if mag.min() < floor:  # digital silence: a read-only check is cheaper than the floor
-            floored = np.maximum(mag, floor)
-            np.add.reduce(np.square(floored), axis=0, out=out["mean"][z])
-        q = floored[0:quads:4] * floored[1:quads:4]
-        q *= floored[2:quads:4]
-        q *= floored[3:quads:4]
+        q = quad_buffer[:, :z.stop - z.start]
+        flatness_terms(mag, floor, q, out["mean"][z])
         np.add.reduce(np.log(q, out=q), axis=0, out=out["log_mean"][z])
         for rest in range(quads, n_bins):
-            out["log_mean"][z] += np.log(floored[rest])
+            out["log_mean"][z] += np.log(np.maximum(mag[rest], floor))
     out["mean"] /= n_bins
     out["log_mean"] *= 2.0 / n_bins
     return out
@@ -637,7 +633,7 @@ def extract_many(waves: Sequence[np.ndarray], cfg: FeatureConfig) -> dict[str, A
     mel_db = _clamp_segments(db[:n_desc], bounds, cfg.top_db)  # (n_desc_mels, frames)
     np.matmul(b.dct, mel_db, out=per_frame[i: i + cfg.n_mfcc])
     i += cfg.n_mfcc
-    chroma = s["chroma"][: cfg.n_chroma]
+    chroma = s["chroma"]
     np.divide(chroma, np.maximum(np.abs(chroma).max(axis=0), _AMIN), out=per_frame[i: i + cfg.n_chroma])
     i += cfg.n_chroma
     per_frame[i: i + n_desc] = mel_db

@@ -1,5 +1,6 @@
-"""Compiled loops for the per-frame features numpy can only do in many passes: spectral rolloff
-and spectral contrast (with numba, which librosa already depends on).
+"""Compiled loops for the per-frame features numpy can only do in many passes: spectral rolloff,
+spectral contrast and the floored sums of spectral flatness (with numba, which librosa already
+depends on).
 
 Each kernel takes a block of magnitudes laid out ``(bins, frames)``, as :mod:`ser.features`
 has them, and walks the bins once (twice for rolloff), updating one value per frame with loops
@@ -102,3 +103,34 @@ def contrast_peaks_valleys(mag: np.ndarray, first: np.ndarray, end: np.ndarray, 
                 u += high[q - 1 - i][t]
             valley[b, t] = s / q
             peak[b, t] = u / q
+
+
+@njit(cache=True, nogil=True)
+def flatness_terms(mag: np.ndarray, floor: float, quads: np.ndarray, power: np.ndarray) -> None:
+    """The two sums spectral flatness needs, from magnitudes floored at ``floor``, in one pass.
+
+    ``quads[i]`` (``(bins // 4, frames)`` float32): the product of the floored magnitudes of
+    bins ``4i .. 4i+3``, multiplied in that order (the log of a product of four is a quarter of
+    the logs); ``power`` (``(frames,)`` float32): the sum of the squared floored magnitudes over
+    every bin. In numpy the floor alone was a copy of the block and the power a second pass,
+    for the frames of digital silence (a shift's zeros) that nearly every block holds.
+    """
+    n_bins, n_frames = mag.shape
+    f = np.float32(floor)
+    for t in range(n_frames):
+        power[t] = 0
+    for i in range(n_bins // 4):
+        r0, r1, r2, r3 = mag[4 * i], mag[4 * i + 1], mag[4 * i + 2], mag[4 * i + 3]
+        q = quads[i]
+        for t in range(n_frames):
+            a = np.maximum(r0[t], f)
+            b = np.maximum(r1[t], f)
+            c = np.maximum(r2[t], f)
+            d = np.maximum(r3[t], f)
+            q[t] = a * b * c * d
+            power[t] += a * a + b * b + c * c + d * d
+    for j in range(4 * (n_bins // 4), n_bins):
+        row = mag[j]
+        for t in range(n_frames):
+            a = np.maximum(row[t], f)
+            power[t] += a * a
