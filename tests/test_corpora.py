@@ -190,7 +190,9 @@ def test_savee_names_folder_and_prefix(tmp_path: Path) -> None:
 def test_detect_dataset(tmp_path: Path, names: list[str], expected: str) -> None:
     make_files(tmp_path, names + ["notes.txt"])
     assert detect_dataset(tmp_path) == expected
-    assert scan(tmp_path).clips["dataset"].unique().tolist() == [expected]
+    result = scan(tmp_path)
+    assert result.clips["dataset"].unique().tolist() == [expected]
+    assert result.dataset == expected  # the layout read, without a second walk of the folder
 
 
 def test_detect_needs_a_majority(tmp_path: Path) -> None:
@@ -326,7 +328,7 @@ def test_manifest_relative_paths_and_emotion_names(tmp_path: Path) -> None:
         "four.wav,pleasant surprise,s9,41,\n",
     )
     result = scan(tmp_path / "elsewhere", manifest=manifest)
-    assert result.base == base.resolve()
+    assert result.base == base.resolve() and result.dataset == "manifest"
     assert result.skipped.empty
     clips = result.clips.set_index("clip_id")
     assert clips.loc["one"].to_dict() == {

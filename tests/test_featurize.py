@@ -656,3 +656,19 @@ def test_out_must_not_be_an_input_file(cremad_corpus: Path, tmp_path: Path) -> N
     result = featurize_cli(folder, victim, "--augment", "none")
     assert result.exit_code == 1 and "input audio files" in result.output
     assert victim.read_bytes() == before
+
+
+@pytest.mark.parametrize("link", ["hard", "symbolic"])
+def test_out_must_not_be_an_input_file_under_another_name(cremad_corpus: Path, tmp_path: Path, link: str) -> None:
+    folder = tmp_path / "AudioWAV"
+    shutil.copytree(cremad_corpus, folder)
+    victim = folder / "1001_DFA_ANG_XX.wav"
+    before = victim.read_bytes()
+    out = tmp_path / "feats.h5"  # not an audio name: only its being an input can stop the run
+    if link == "hard":
+        os.link(victim, out)
+    else:
+        out.symlink_to(victim)
+    result = featurize_cli(folder, out, "--augment", "none", "--overwrite")
+    assert result.exit_code == 1 and "input audio files" in result.output
+    assert victim.read_bytes() == before

@@ -69,11 +69,14 @@ class ScanResult:
             duplicate clip). Clips removed by the ``emotions`` filter are not listed here.
         base: the absolute folder that relative ``clips.path`` values are relative to (the data
             folder, or the manifest's folder for ``dataset="manifest"``).
+        dataset: the layout the names were read as (one of :data:`ADAPTERS`, detected for
+            ``"auto"``), or ``"manifest"``.
     """
 
     clips: pd.DataFrame
     skipped: pd.DataFrame
     base: Path = field(default_factory=Path.cwd)
+    dataset: str = "manifest"
 
 
 # --------------------------------------------------------------------------- adapters
@@ -661,7 +664,8 @@ def scan(
         files = find_audio(folder)
         if not files:
             raise _no_audio(folder)
-        adapter = ADAPTERS[_detect(folder, files) if name == "auto" else name]
+        name = _detect(folder, files) if name == "auto" else name
+        adapter = ADAPTERS[name]
         records, skipped = _parse_files(files, adapter)
         if adapter.enrich is not None and records:
             records = adapter.enrich(records, folder)
@@ -680,4 +684,4 @@ def scan(
                 f"(present: {', '.join(present)}; {n_files} files found, "
                 f"{len(skipped)} skipped)"
             )
-    return ScanResult(clips=_clip_frame(records), skipped=_skipped_frame(skipped), base=base)
+    return ScanResult(clips=_clip_frame(records), skipped=_skipped_frame(skipped), base=base, dataset=name)
