@@ -269,7 +269,6 @@ def _bases(cfg: FeatureConfig) -> _Bases:
 
     sr, n_fft = cfg.sample_rate, cfg.n_fft
     freqs = fft_frequencies(sr, n_fft)
-    n_bins = freqs.shape[0]
     both = np.concatenate([mel_filters(sr, n_fft, cfg.n_desc_mels), mel_filters(sr, n_fft, cfg.n_mels, htk=True)])
     f_khz = freqs / 1000.0
     dct = scipy.fft.dct(np.eye(cfg.n_desc_mels), type=2, norm="ortho", axis=0)[: cfg.n_mfcc]
