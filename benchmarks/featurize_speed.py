@@ -212,9 +212,9 @@ def child_project(audio: Path, out: Path, workers: int, *, log_quarters: bool = 
     n_total = len(list(audio.glob("*.wav")))
     real_results = fz._results
 
-    def counted(jobs, c):
+    def counted(jobs, c, *args):
         # mark the quarters of the run (RSS by quarter) and when the last clip's features are in
-        for i, r in enumerate(real_results(jobs, c)):
+        for i, r in enumerate(real_results(jobs, c, *args)):
             if log_quarters and i in {n_total // 4, n_total // 2, 3 * n_total // 4}:
                 marks.append(time.monotonic())
             yield r

@@ -2,7 +2,8 @@
 while the parent alone writes the store in batches (on one thread of its own, so committing
 a batch overlaps computing the next).
 
-Workers never touch the store; they return arrays. Results come back in plan order, so
+Workers never touch the store; they return arrays (their mel rows, the bulk, in shared
+memory where they can: :mod:`ser.handover`). Results come back in plan order, so
 the store's row order depends only on the corpus and the arguments, never on scheduling,
 and an interrupted run resumes by skipping the clips already committed.
 """
@@ -26,6 +27,7 @@ from .audio import load_audio
 from .augment import variants
 from .errors import AudioError, SerError
 from .features import FeatureConfig, descriptor_names, extract_many
+from .handover import MelRef, Rings, RingSpec
 from .labels import label_list
 from .splits import SplitConfig, assign_splits
 from .threads import Background
@@ -57,7 +59,7 @@ class ClipResult:
 
     index: int
     descriptors: np.ndarray | None = None   # (variants, D)
-    mel: np.ndarray | None = None           # (variants, n_mels, frames)
+    mel: np.ndarray | MelRef | None = None  # (variants, n_mels, frames), or where a worker left them
     augments: list[str] = field(default_factory=list)
     n_frames: list[int] = field(default_factory=list)
     duration_s: float = float("nan")
@@ -171,8 +173,9 @@ _WORKER_PID: int | None = None
 #: workers holds up the end of the run (two workers on two cores: ~100 ms, now ~65 ms, of a
 #: 1.5 s run of 200 clips). The workers still get every core the parent leaves idle.
 WORKER_NICE = 5
-#: The backends whose workers are processes of this machine started for this run, and may be niced.
-_NICE_BACKENDS = ("loky", "multiprocessing")
+#: The backends whose workers are processes of this machine started for this run: they may be
+#: niced, and hand their mel rows over in shared memory (:mod:`ser.handover`).
+_OWN_PROCESS_BACKENDS = ("loky", "multiprocessing")
 
 
 def _worker_setup(nice: int = 0) -> None:
@@ -221,14 +224,25 @@ def process_clip(index: int, path: str, clip_id: str, split: str, *, features: F
 
 
 def process_chunk(jobs: list[tuple[int, str, str, str]], *, features: FeatureConfig,
-                  augment: Sequence[str], seed: int, nice: int = 0) -> list[ClipResult]:
+                  augment: Sequence[str], seed: int, nice: int = 0,
+                  handover: RingSpec | None = None) -> list[ClipResult]:
     """Worker entry point: a few clips per task, to keep the per-task overhead small.
 
     The first task in a worker process limits it to one thread and lowers its priority by
-    ``nice`` (see :func:`_worker_setup`).
+    ``nice`` (see :func:`_worker_setup`). With ``handover``, each clip's mel rows are left in
+    this worker's shared-memory ring where a slot is free, and the result says where
+    (:mod:`ser.handover`); the rest goes back through the pool's pipe.
     """
+    from .handover import put
+
     _worker_setup(nice)
-    return [process_clip(*job, features=features, augment=augment, seed=seed) for job in jobs]
+    out = []
+    for job in jobs:
+        result = process_clip(*job, features=features, augment=augment, seed=seed)
+        if handover is not None and isinstance(result.mel, np.ndarray):
+            result.mel = put(handover, result.mel) or result.mel  # while the rows are in the cache
+        out.append(result)
+    return out
 
 
 def _chunks(items: list, size: int) -> Iterator[list]:
@@ -242,17 +256,21 @@ CHUNK_CLIPS = 4
 WINDOW_TASKS_PER_WORKER = 32
 
 
-def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig) -> Iterator[ClipResult]:
+def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig,
+             handover: RingSpec | None = None) -> Iterator[ClipResult]:
     """Results in plan order, computed by ``cfg.workers`` processes (or in-process for one).
+    ``handover``: the rings the workers leave their mel rows in (see :func:`_rings`); a
+    result's ``mel`` may then be a :class:`~ser.handover.MelRef`.
 
     Memory stays bounded whatever the corpus size: joblib dispatches a new task whenever one
     finishes, whether or not the consumer (the store writer) has taken the results already
     waiting, so with one long generator a writer slower than the workers would let results
     pile up in this process. Tasks are therefore submitted in windows of at most
     ``WINDOW_TASKS_PER_WORKER * workers`` tasks (at most 256): a window's results are all
-    that is ever held here (~0.33 MB a clip with five variants at the default config), and
-    the next window starts when the writer has taken them. Workers idle only for the tail of
-    a window (about half a task in 32 per worker).
+    that is ever held here (~0.33 MB a clip with five variants at the default config, of
+    which only what the rings could not take: they hold 32 clips a worker), and the next
+    window starts when the writer has taken them. Workers idle only for the tail of a window
+    (about half a task in 32 per worker).
     """
     kwargs = dict(features=cfg.features, augment=cfg.augment, seed=cfg.split.seed)
     tasks = list(_chunks(jobs, CHUNK_CLIPS))
@@ -270,8 +288,9 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig) -> Ite
     from joblib import Parallel, delayed
 
     window = max(2 * cfg.workers, min(WINDOW_TASKS_PER_WORKER * cfg.workers, 256))
-    if cfg.backend in _NICE_BACKENDS:
+    if cfg.backend in _OWN_PROCESS_BACKENDS:
         kwargs["nice"] = WORKER_NICE
+        kwargs["handover"] = handover
     with compute_backend(cfg.backend, workers=cfg.workers, scheduler=cfg.scheduler):
         try:  # batch_size=1: a task is already a batch of clips
             pool = Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)
@@ -281,6 +300,18 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig) -> Ite
             for parts in _chunks(tasks, window):
                 for part in pool(delayed(process_chunk)(p, **kwargs) for p in parts):
                     yield from part
+
+
+def _rings(cfg: FeaturizeConfig, mel_shape: tuple[int, int]) -> Rings | None:
+    """Shared-memory rings for the workers' mel rows (:mod:`ser.handover`), one per worker, where
+    the workers are processes of this machine and the platform has them; else None (the rows
+    go through the pool's pipe)."""
+    from . import handover
+
+    if cfg.workers <= 1 or cfg.backend not in _OWN_PROCESS_BACKENDS or not handover.supported():
+        return None
+    slot_bytes = (1 + len(cfg.augment)) * int(np.prod(mel_shape)) * 4  # a clip's rows, all its variants
+    return Rings(cfg.workers, slot_bytes)
 
 
 #: Meta columns copied from the clip table, in the order the meta frame has them.
@@ -310,9 +341,10 @@ class _PendingBatch:
     several percent. A new array per batch: the committer may still be writing the last one.
     """
 
-    def __init__(self, capacity_rows: int, mel_shape: tuple[int, int]) -> None:
+    def __init__(self, capacity_rows: int, mel_shape: tuple[int, int], rings: Rings | None = None) -> None:
         self.capacity_rows = capacity_rows
         self.mel_shape = mel_shape
+        self.rings = rings  # where a result's rows are a MelRef: copied from there
         self.results: list[ClipResult] = []
         self.mel: np.ndarray | None = None
         self.rows = 0
@@ -325,7 +357,10 @@ class _PendingBatch:
                 if self.rows:
                     grown[:self.rows] = self.mel[:self.rows]
                 self.mel = grown
-            self.mel[self.rows:self.rows + k] = result.mel
+            if isinstance(result.mel, MelRef):
+                self.rings.take(result.mel, self.mel[self.rows:self.rows + k])
+            else:
+                self.mel[self.rows:self.rows + k] = result.mel
             self.rows += k
             result.mel = None
         self.results.append(result)
@@ -495,6 +530,7 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                      overwrite=cfg.overwrite, plan_digest=plan_digest(clips)) as writer:
         bar = None
         committer: _Committer | None = None
+        rings: Rings | None = None
         try:
             done = writer.done_clip_ids()
             # files the scan could not use are failures too; recorded once, even across resumes
@@ -512,7 +548,8 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
 
                 bar = tqdm(total=len(clips), initial=len(clips) - len(todo), unit="clip", desc="featurize",
                            file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
-            pending = _PendingBatch(cfg.batch_clips * (1 + len(cfg.augment)), writer.mel_shape)
+            rings = _rings(cfg, writer.mel_shape) if jobs else None
+            pending = _PendingBatch(cfg.batch_clips * (1 + len(cfg.augment)), writer.mel_shape, rings)
             # one thread, first in first out: parts keep their order
             committer = _Committer(functools.partial(_commit_results, writer, clips))
 
@@ -521,7 +558,7 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                 if len(pending):
                     committer.put(*pending.take(), last)
 
-            results = _results(jobs, cfg)
+            results = _results(jobs, cfg, rings.spec if rings is not None else None)
             for result in results:
                 pending.add(result)
                 if bar is not None:
@@ -548,6 +585,8 @@ def featurize(cfg: FeaturizeConfig, *, progress: bool = True,
                 bar.close()
             if "results" in locals():  # restores the thread limits and stops the workers now, not at GC
                 results.close()
+            if rings is not None:
+                rings.close()
 
     store = Store(out)
     # the summary counts the rows just merged; a resume with nothing to add reads them from the store
