@@ -27,6 +27,7 @@ from .audio import load_audio
 from .augment import variants
 from .errors import AudioError, SerError
 from .features import FeatureConfig, descriptor_names, extract_many
+from . import handover
 from .handover import MelRef, Rings, RingSpec
 from .labels import label_list
 from .splits import SplitConfig, assign_splits
@@ -225,22 +226,22 @@ def process_clip(index: int, path: str, clip_id: str, split: str, *, features: F
 
 def process_chunk(jobs: list[tuple[int, str, str, str]], *, features: FeatureConfig,
                   augment: Sequence[str], seed: int, nice: int = 0,
-                  handover: RingSpec | None = None) -> list[ClipResult]:
+                  rings: RingSpec | None = None) -> list[ClipResult]:
     """Worker entry point: a few clips per task, to keep the per-task overhead small.
 
     The first task in a worker process limits it to one thread and lowers its priority by
-    ``nice`` (see :func:`_worker_setup`). With ``handover``, each clip's mel rows are left in
+    ``nice`` (see :func:`_worker_setup`). With ``rings``, each clip's mel rows are left in
     this worker's shared-memory ring where a slot is free, and the result says where
     (:mod:`ser.handover`); the rest goes back through the pool's pipe.
     """
-    from .handover import put
-
     _worker_setup(nice)
     out = []
     for job in jobs:
         result = process_clip(*job, features=features, augment=augment, seed=seed)
-        if handover is not None and isinstance(result.mel, np.ndarray):
-            result.mel = put(handover, result.mel) or result.mel  # while the rows are in the cache
+        if rings is not None and isinstance(result.mel, np.ndarray):
+            ref = handover.put(rings, result.mel)  # while the rows are in the cache
+            if ref is not None:
+                result.mel = ref
         out.append(result)
     return out
 
@@ -257,9 +258,9 @@ WINDOW_TASKS_PER_WORKER = 32
 
 
 def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig,
-             handover: RingSpec | None = None) -> Iterator[ClipResult]:
+             rings: RingSpec | None = None) -> Iterator[ClipResult]:
     """Results in plan order, computed by ``cfg.workers`` processes (or in-process for one).
-    ``handover``: the rings the workers leave their mel rows in (see :func:`_rings`); a
+    ``rings``: the rings the workers leave their mel rows in (see :func:`_rings`); a
     result's ``mel`` may then be a :class:`~ser.handover.MelRef`.
 
     Memory stays bounded whatever the corpus size: joblib dispatches a new task whenever one
@@ -290,7 +291,7 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig,
     window = max(2 * cfg.workers, min(WINDOW_TASKS_PER_WORKER * cfg.workers, 256))
     if cfg.backend in _OWN_PROCESS_BACKENDS:
         kwargs["nice"] = WORKER_NICE
-        kwargs["handover"] = handover
+        kwargs["rings"] = rings
     with compute_backend(cfg.backend, workers=cfg.workers, scheduler=cfg.scheduler):
         try:  # batch_size=1: a task is already a batch of clips
             pool = Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)
@@ -306,8 +307,6 @@ def _rings(cfg: FeaturizeConfig, mel_shape: tuple[int, int]) -> Rings | None:
     """Shared-memory rings for the workers' mel rows (:mod:`ser.handover`), one per worker, where
     the workers are processes of this machine and the platform has them; else None (the rows
     go through the pool's pipe)."""
-    from . import handover
-
     if cfg.workers <= 1 or cfg.backend not in _OWN_PROCESS_BACKENDS or not handover.supported():
         return None
     slot_bytes = (1 + len(cfg.augment)) * int(np.prod(mel_shape)) * 4  # a clip's rows, all its variants

@@ -34,6 +34,7 @@ used on Linux x86-64 only; elsewhere everything goes through the pipe.
 
 from __future__ import annotations
 
+import dataclasses
 import mmap
 import os
 import platform
@@ -131,7 +132,7 @@ class Rings:
         except BaseException:
             self.close()
             raise
-        self.spec = RingSpec(probe.pid, tuple(self._fds), token, slots, probe.slot_bytes)
+        self.spec = dataclasses.replace(probe, fds=tuple(self._fds))
 
     def take(self, ref: MelRef, out: np.ndarray) -> None:
         """Copy the rows ``ref`` names into ``out`` (float32, ``ref.shape``) and free their slot."""
