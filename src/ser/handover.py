@@ -98,6 +98,11 @@ class MelRef:
     shape: tuple[int, ...]
 
 
+def _rows(slots: np.ndarray, slot: int, shape: tuple[int, ...]) -> np.ndarray:
+    """One slot's bytes seen as float32 mel rows of ``shape`` (a view, no copy)."""
+    return slots[slot, :int(np.prod(shape)) * 4].view(np.float32).reshape(shape)
+
+
 def _views(mapped: mmap.mmap, spec: RingSpec) -> tuple[np.ndarray, np.ndarray]:
     """A ring's header words and its slots' bytes, as arrays over the map."""
     words = np.frombuffer(mapped, dtype=np.int64, count=_STATES + spec.slots)
@@ -140,8 +145,7 @@ class Rings:
         if words[_STATES + ref.slot] != ref.seq:
             raise HandoverError(f"shared-memory ring {ref.ring}, slot {ref.slot}: expected rows #{ref.seq}, "
                                 f"found state {int(words[_STATES + ref.slot])}; please report this")
-        n = int(np.prod(ref.shape)) * 4
-        out[...] = self._slots[ref.ring][ref.slot, :n].view(np.float32).reshape(ref.shape)
+        out[...] = _rows(self._slots[ref.ring], ref.slot, ref.shape)
         words[_STATES + ref.slot] = 0  # after the copy (x86: this store cannot pass its loads)
         self.taken += 1
 
@@ -195,21 +199,20 @@ def claim(spec: RingSpec) -> _Claim:
             own = os.open(f"/proc/{spec.pid}/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
         except OSError:
             continue
+        mapped = None
         try:
             fcntl.flock(own, fcntl.LOCK_EX | fcntl.LOCK_NB)
             if os.fstat(own).st_size != spec.size:
                 raise OSError("not this run's ring")
             mapped = mmap.mmap(own, spec.size)
+            if int.from_bytes(mapped[:8], sys.byteorder, signed=True) != spec.token:
+                raise OSError("the fd number names another file by now")
         except OSError:
+            if mapped is not None:
+                mapped.close()
             os.close(own)
             continue
-        words, slots = _views(mapped, spec)
-        if words[_TOKEN] != spec.token:  # the fd number names another file by now
-            del words, slots
-            mapped.close()
-            os.close(own)
-            continue
-        return _Claim(spec, index, own, mapped, words, slots)
+        return _Claim(spec, index, own, mapped, *_views(mapped, spec))
     return _Claim(spec, None)
 
 
@@ -241,7 +244,7 @@ def put(spec: RingSpec, mel: np.ndarray, *, holder: _Claim | None = None) -> Mel
         return None
     seq = int(c.words[_LAST_SEQ]) + 1
     c.words[_LAST_SEQ] = seq  # kept in the ring: a worker that claims it after this one goes on counting
-    c.slots[i, :mel.nbytes].view(np.float32).reshape(mel.shape)[...] = mel
+    _rows(c.slots, i, mel.shape)[...] = mel
     states[i] = seq  # after the rows; the pipe message naming them follows
     c.next = i + 1
     return MelRef(c.index, i, seq, tuple(mel.shape))
