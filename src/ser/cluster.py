@@ -1,6 +1,7 @@
 """Where featurize's workers run: local processes, or a Dask or Ray cluster, through joblib.
 
-joblib's own backends do the distribution; this module only opens the right one. The parent
+joblib's own backends do the distribution; this module only opens the right one (loky's
+executor, the default's, featurize feeds directly: :mod:`ser.taskpool`). The parent
 process stays the single writer of the store whatever the backend: workers return arrays.
 A cluster's workers need the ``ser`` package installed and the audio folder at the same path.
 """

@@ -11,6 +11,7 @@ and an interrupted run resumes by skipping the clips already committed.
 from __future__ import annotations
 
 import functools
+import multiprocessing
 import os
 import queue
 import sys
@@ -251,10 +252,22 @@ def _chunks(items: list, size: int) -> Iterator[list]:
         yield items[i:i + size]
 
 
-#: Clips per worker task: ~50-100 ms of work, so joblib's per-task overhead stays small.
+#: Clips per worker task: ~50-100 ms of work, so the per-task overhead stays small.
 CHUNK_CLIPS = 4
 #: Most tasks whose results the parent holds at once, per worker (see :func:`_results`).
 WINDOW_TASKS_PER_WORKER = 32
+
+
+def _tasks(jobs: list, workers: int) -> list[list]:
+    """The jobs in tasks of :data:`CHUNK_CLIPS` clips, but for the last ``2 * CHUNK_CLIPS`` clips
+    a worker (or a few more, so that the others fill whole tasks), one clip a task: a run ends
+    when its last task does, and the workers that finished first wait for it, half a task on
+    average; with one-clip tasks at the end, half a clip (two workers: ~20 ms of a 200-clip
+    run's ~1.5 s)."""
+    if workers <= 1:
+        return list(_chunks(jobs, CHUNK_CLIPS))
+    head = max(0, len(jobs) - 2 * CHUNK_CLIPS * workers) // CHUNK_CLIPS * CHUNK_CLIPS
+    return list(_chunks(jobs[:head], CHUNK_CLIPS)) + [[job] for job in jobs[head:]]
 
 
 def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig,
@@ -263,18 +276,18 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig,
     ``rings``: the rings the workers leave their mel rows in (see :func:`_rings`); a
     result's ``mel`` may then be a :class:`~ser.handover.MelRef`.
 
-    Memory stays bounded whatever the corpus size: joblib dispatches a new task whenever one
-    finishes, whether or not the consumer (the store writer) has taken the results already
-    waiting, so with one long generator a writer slower than the workers would let results
-    pile up in this process. Tasks are therefore submitted in windows of at most
-    ``WINDOW_TASKS_PER_WORKER * workers`` tasks (at most 256): a window's results are all
-    that is ever held here (~0.33 MB a clip with five variants at the default config, of
-    which only what the rings could not take: they hold 32 clips a worker), and the next
-    window starts when the writer has taken them. Workers idle only for the tail of a window
-    (about half a task in 32 per worker).
+    Memory stays bounded whatever the corpus size: at most ``WINDOW_TASKS_PER_WORKER *
+    workers`` tasks (at most 256) are ever submitted and not yet taken by the consumer (the
+    store writer), so a window's results are all that is ever held here (~0.33 MB a clip with
+    five variants at the default config, of which only what the rings could not take: they
+    hold 32 clips a worker). With loky (the default) the window slides, a task submitted for
+    each one taken (:func:`ser.taskpool.in_order`); with the other backends, through joblib, it
+    tumbles: joblib dispatches a new task whenever one finishes, whether or not the results
+    waiting were taken, so tasks go in windows, one after another, and workers idle for the
+    tail of each (about half a task in 32 per worker).
     """
     kwargs = dict(features=cfg.features, augment=cfg.augment, seed=cfg.split.seed)
-    tasks = list(_chunks(jobs, CHUNK_CLIPS))
+    tasks = _tasks(jobs, cfg.workers)
     from .cluster import LOCAL_BACKENDS, compute_backend
 
     if cfg.workers <= 1 and cfg.backend in LOCAL_BACKENDS:
@@ -286,13 +299,20 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig,
         finally:
             restore()
         return
-    from joblib import Parallel, delayed
-
     window = max(2 * cfg.workers, min(WINDOW_TASKS_PER_WORKER * cfg.workers, 256))
     if cfg.backend in _OWN_PROCESS_BACKENDS:
         kwargs["nice"] = WORKER_NICE
         kwargs["rings"] = rings
     with compute_backend(cfg.backend, workers=cfg.workers, scheduler=cfg.scheduler):
+        if cfg.backend == "loky" and not multiprocessing.current_process().daemon:  # a daemon has no children
+            from . import taskpool
+
+            for part in taskpool.in_order(process_chunk, tasks, window=window, ahead=2 * cfg.workers,
+                                          pool=taskpool.executor(cfg.workers), **kwargs):
+                yield from part
+            return
+        from joblib import Parallel, delayed
+
         try:  # batch_size=1: a task is already a batch of clips
             pool = Parallel(return_as="generator", pre_dispatch="2*n_jobs", batch_size=1)
         except ValueError:  # e.g. multiprocessing cannot stream: each window comes back as a list
