@@ -73,6 +73,7 @@ def test_a_consumer_that_stops_early_stops_the_workers() -> None:
     results = taskpool.in_order(None, range(8), window=4, ahead=2, pool=pool)
     assert next(results) == 0
     results.close()  # e.g. the store writer failed: featurize closes the results
+    assert not any(future.cancelled() for _, future in pool.submitted)  # loky settles them (see in_order)
     assert pool.shut_down == {"wait": True, "kill_workers": True}
 
 
@@ -124,3 +125,28 @@ def test_tasks_keep_every_job_once_in_order_and_end_with_one_clip_tasks(n: int, 
         assert all(len(t) == CHUNK_CLIPS for t in tasks[:len(tasks) - tail])  # before them, whole tasks
     else:
         assert all(len(t) == CHUNK_CLIPS for t in tasks[:-1])
+
+
+def _nap(x: int) -> int:
+    import time
+
+    time.sleep(0.2)
+    return x
+
+
+@pytest.mark.filterwarnings("error::pytest.PytestUnhandledThreadExceptionWarning")
+def test_real_workers_are_gone_when_the_consumer_stops_early() -> None:
+    """Closing early kills loky's workers (and its manager thread does not fail on the way), so
+    the interpreter's exit, which joins them, cannot hang on them."""
+    import multiprocessing
+
+    pool = taskpool.executor(2)
+    results = taskpool.in_order(_nap, range(12), window=8, ahead=taskpool.ahead(2), pool=pool)  # featurize's
+    assert next(results) == 0
+    workers = [p for p in multiprocessing.active_children() if "Loky" in p.name]
+    assert workers
+    results.close()
+    assert not any(p.is_alive() for p in workers)
+    manager = pool._executor_manager_thread  # None once shut down and joined
+    assert manager is None or not manager.is_alive()
+    assert list(taskpool.in_order(_square, range(4), window=2, ahead=2, pool=taskpool.executor(2))) == [0, 1, 4, 9]

@@ -307,7 +307,7 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig,
         if cfg.backend == "loky" and not multiprocessing.current_process().daemon:  # a daemon has no children
             from . import taskpool
 
-            for part in taskpool.in_order(process_chunk, tasks, window=window, ahead=2 * cfg.workers,
+            for part in taskpool.in_order(process_chunk, tasks, window=window, ahead=taskpool.ahead(cfg.workers),
                                           pool=taskpool.executor(cfg.workers), **kwargs):
                 yield from part
             return

@@ -15,6 +15,7 @@ pool started by one call serves the next.
 from __future__ import annotations
 
 import collections
+import time
 from concurrent import futures
 from typing import Any, Callable, Iterable, Iterator
 
@@ -41,10 +42,10 @@ def in_order(fn: Callable[..., Any], tasks: Iterable[Any], *, window: int, ahead
 
     At most ``window`` tasks are submitted and not yet yielded, so the results held here never
     exceed a window's, however slow the consumer; and at most ``ahead`` of them are unfinished
-    at once, in the executor. Two a worker (joblib's ``pre_dispatch`` default) keep every worker
-    busy and fit, once the workers run theirs, in loky's call queue (a task a worker and one
-    more): tasks left waiting beyond it, in loky's own queue, made ``shutdown(kill_workers=True)``
-    fail (loky 3.6 drops the waiting tasks but not their ids, and its manager thread then dies).
+    at once, in the executor. One a worker and one more keep every worker busy and fit in loky's
+    call queue (:func:`ahead`); tasks waiting beyond it, in loky's own queue, make
+    ``shutdown(kill_workers=True)`` fail: loky 3.6 drops the waiting tasks but not their ids, and
+    its manager thread then dies on the first id (after killing the workers, with a traceback).
     Only this (the consumer's) thread submits: when the oldest task has not ended, it waits for
     whichever ends first, and tops the executor up.
 
@@ -91,13 +92,28 @@ def in_order(fn: Callable[..., Any], tasks: Iterable[Any], *, window: int, ahead
 _END = object()
 
 
+def ahead(workers: int) -> int:
+    """Tasks to keep unfinished in loky's executor: one a worker, and one more waiting for the
+    first worker that is free; what loky's call queue holds (``max_workers + EXTRA_QUEUED_CALLS``)."""
+    return workers + 1
+
+
 def _stop(pool: Any) -> None:
     """Stop ``pool``'s workers and wait until they are gone, even if Ctrl-C is pressed again
     meanwhile: a worker left running keeps the interpreter from exiting (multiprocessing joins
-    its children at exit). The interrupt already on its way is the one that stops the run."""
+    its children at exit). The interrupt already on its way is the one that stops the run.
+
+    A task just submitted waits in loky's own queue until its manager thread moves it to the
+    call queue, at once where there is room (:func:`ahead`); shut down before that, the thread
+    fails on it (see :func:`in_order`), so the stop waits for that queue to empty, a second at most.
+    """
     shutdown = getattr(pool, "shutdown", None)
     if shutdown is None:
         return
+    waiting = getattr(pool, "_work_ids", None)  # loky's queue of submitted task ids (private)
+    deadline = time.monotonic() + 1.0
+    while waiting is not None and not waiting.empty() and time.monotonic() < deadline:
+        time.sleep(0.001)
     while True:
         try:
             shutdown(wait=True, kill_workers=True)
