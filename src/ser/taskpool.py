@@ -42,10 +42,10 @@ def in_order(fn: Callable[..., Any], tasks: Iterable[Any], *, window: int, ahead
 
     At most ``window`` tasks are submitted and not yet yielded, so the results held here never
     exceed a window's, however slow the consumer; and at most ``ahead`` of them are unfinished
-    at once, in the executor. One a worker and one more keep every worker busy and fit in loky's
-    call queue (:func:`ahead`); tasks waiting beyond it, in loky's own queue, make
-    ``shutdown(kill_workers=True)`` fail: loky 3.6 drops the waiting tasks but not their ids, and
-    its manager thread then dies on the first id (after killing the workers, with a traceback).
+    at once, in the executor (:func:`ahead`: two a worker keep every worker busy). Tasks waiting
+    beyond loky's call queue, in loky's own queue, make ``shutdown(kill_workers=True)`` fail:
+    loky 3.6 drops the waiting tasks but not their ids, and its manager thread then dies on the
+    first id (after killing the workers, with a traceback); :func:`_stop` waits for them to move.
     Only this (the consumer's) thread submits: when the oldest task has not ended, it waits for
     whichever ends first, and tops the executor up.
 
@@ -93,9 +93,11 @@ _END = object()
 
 
 def ahead(workers: int) -> int:
-    """Tasks to keep unfinished in loky's executor: one a worker, and one more waiting for the
-    first worker that is free; what loky's call queue holds (``max_workers + EXTRA_QUEUED_CALLS``)."""
-    return workers + 1
+    """Tasks to keep unfinished in loky's executor: two a worker, the one it runs and one waiting
+    for it (joblib's ``pre_dispatch`` default). Once the workers run theirs, the waiting ones fit
+    in loky's call queue (``max_workers + EXTRA_QUEUED_CALLS``); before that, a stop waits for
+    them to be moved there (:func:`_stop`)."""
+    return 2 * workers
 
 
 def _stop(pool: Any) -> None:
@@ -104,8 +106,9 @@ def _stop(pool: Any) -> None:
     its children at exit). The interrupt already on its way is the one that stops the run.
 
     A task just submitted waits in loky's own queue until its manager thread moves it to the
-    call queue, at once where there is room (:func:`ahead`); shut down before that, the thread
-    fails on it (see :func:`in_order`), so the stop waits for that queue to empty, a second at most.
+    call queue, at once where there is room (:func:`ahead`), else when a worker takes a task;
+    shut down before that, the thread fails on it (see :func:`in_order`), so the stop waits for
+    that queue to empty, a second at most.
     """
     shutdown = getattr(pool, "shutdown", None)
     if shutdown is None:
