@@ -402,7 +402,7 @@ def main(argv: list[str] | None = None) -> None:
             for key, workers in (("full", "workers2"), ("full_workers1", "workers1")):
                 runs = [r[workers] for r in full_rounds]
                 results[key] = {**min(runs, key=lambda x: abs(x["clips_per_s"] - statistics.median(
-                    y["clips_per_s"] for y in runs))),  # the median run (the lower middle of an even count)
+                    y["clips_per_s"] for y in runs))),  # the run nearest the median rate (the earlier of two as near)
                     "peak_rss_mib": max(x["peak_rss_mib"] for x in runs), "runs": runs}
             results["full"]["audio_hours"] = round(_audio_seconds(full / "AudioWAV") / 3600, 2)
             results["full_scaling_rounds"] = [round(x, 3) for x in ratios]

@@ -280,9 +280,9 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig,
     workers`` tasks (at most 256) are ever submitted and not yet taken by the consumer (the
     store writer), so a window's results are all that is ever held here (~0.33 MB a clip with
     five variants at the default config, of which only what the rings could not take: they
-    hold 32 clips a worker). With loky (the default) the window slides, a task submitted for
-    each one taken (:func:`ser.taskpool.in_order`); with the other backends, through joblib, it
-    tumbles: joblib dispatches a new task whenever one finishes, whether or not the results
+    hold 32 clips a worker). With loky (the default) the window slides, a task submitted
+    whenever one ends and the window has room (:func:`ser.taskpool.in_order`); with the other
+    backends, through joblib, it tumbles: joblib dispatches a new task whenever one finishes, whether or not the results
     waiting were taken, so tasks go in windows, one after another, and workers idle for the
     tail of each (about half a task in 32 per worker).
     """
