@@ -282,9 +282,9 @@ def _results(jobs: list[tuple[int, str, str, str]], cfg: FeaturizeConfig,
     five variants at the default config, of which only what the rings could not take: they
     hold 32 clips a worker). With loky (the default) the window slides, a task submitted
     whenever one ends and the window has room (:func:`ser.taskpool.in_order`); with the other
-    backends, through joblib, it tumbles: joblib dispatches a new task whenever one finishes, whether or not the results
-    waiting were taken, so tasks go in windows, one after another, and workers idle for the
-    tail of each (about half a task in 32 per worker).
+    backends, through joblib, it tumbles: joblib dispatches a new task whenever one finishes,
+    whether or not the results waiting were taken, so tasks go in windows, one after another,
+    and workers idle for the tail of each (about half a task in 32 per worker).
     """
     kwargs = dict(features=cfg.features, augment=cfg.augment, seed=cfg.split.seed)
     tasks = _tasks(jobs, cfg.workers)
