@@ -3,7 +3,7 @@
     flock /tmp/ser-bench.lock python benchmarks/fault_injection.py            # 20 random-kill trials
     flock /tmp/ser-bench.lock python benchmarks/fault_injection.py --trials 40 --strace
 
-What it does, on a small synthetic CREMA-D corpus (:func:`ser.synth.make_cremad_corpus`) with
+What it does, on a small synthetic CREMA-D corpus (:func:`ser.corpus.synth.make_cremad_corpus`) with
 a few unusable files mixed in (so the ``failures`` table is exercised too):
 
 1. a clean run gives the reference store;
@@ -52,8 +52,8 @@ HERE = Path(__file__).resolve()
 
 
 def _config(data: Path, out: Path, workers: int, batch_clips: int) -> Any:
-    from ser.features import FeatureConfig
-    from ser.featurize import FeaturizeConfig
+    from ser.features.extractor import FeatureConfig
+    from ser.featurize.job import FeaturizeConfig
 
     return FeaturizeConfig(data=data, out=out, augment=("noise", "shift"), workers=workers,
                            features=FeatureConfig(n_mels=32, max_seconds=1.5), batch_clips=batch_clips)
@@ -61,7 +61,7 @@ def _config(data: Path, out: Path, workers: int, batch_clips: int) -> Any:
 
 def child(data: str, out: str, workers: int, batch_clips: int) -> None:
     """The process that gets killed: featurize, announcing on stdout when it starts working."""
-    from ser.featurize import featurize
+    from ser.featurize.job import featurize
 
     warnings.filterwarnings("ignore", "split not stratified")
     print("ready", flush=True)
@@ -81,7 +81,7 @@ def make_corpus(root: Path, n_actors: int) -> Path:
     """A synthetic CREMA-D folder plus three unusable files (empty, text, silent)."""
     import soundfile as sf
 
-    from ser.synth import make_cremad_corpus
+    from ser.corpus.synth import make_cremad_corpus
 
     make_cremad_corpus(root, n_actors=n_actors, sentences=("DFA", "IEO"), sr=16000, duration_s=(0.9, 1.8), seed=5)
     audio = root / "AudioWAV"
@@ -95,7 +95,7 @@ def compare(ref: Path, got: Path) -> dict[str, Any]:
     """How ``got`` differs from the reference store: rows lost, duplicates, mismatches."""
     import h5py
 
-    from ser.store import Store, read_attrs, work_dir
+    from ser.store.writer import Store, read_attrs, work_dir
 
     result: dict[str, Any] = {"rows_lost": 0, "duplicates": 0, "mismatch": []}
     if not got.exists():
@@ -255,8 +255,8 @@ def strace_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path) -
 def damage_trials(args: argparse.Namespace, ref: Path, work: Path) -> dict[str, dict[str, int]]:
     """Flip or cut a copy of the reference store; how does a reader take it?"""
     from ser.errors import StoreError
-    from ser.inspect import describe_store
-    from ser.store import Store
+    from ser.report.info import describe_store
+    from ser.store.writer import Store
 
     rng = random.Random(args.seed + 1)
     data = ref.read_bytes()

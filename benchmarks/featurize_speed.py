@@ -186,9 +186,9 @@ def child_naive(audio: Path, out_npz: Path, tuning: str = "zero") -> None:
 
 def child_project(audio: Path, out: Path, workers: int, *, log_quarters: bool = False) -> None:
     """``ser``'s featurize on every clip in ``audio``, all clips in train (five variants each)."""
-    from ser.features import FeatureConfig
-    from ser.featurize import FeaturizeConfig, featurize
-    from ser.splits import SplitConfig
+    from ser.features.extractor import FeatureConfig
+    from ser.featurize.job import FeaturizeConfig, featurize
+    from ser.corpus.splits import SplitConfig
 
     def config(data: Path, store: Path) -> FeaturizeConfig:
         return FeaturizeConfig(data=data, out=store, augment=("noise", "stretch", "shift", "pitch"),
@@ -204,7 +204,7 @@ def child_project(audio: Path, out: Path, workers: int, *, log_quarters: bool = 
     featurize(config(warm, out.with_suffix(".warmup.h5")), progress=False, log=lambda m: None)
     warmup = time.perf_counter() - t
 
-    import ser.featurize as fz
+    import ser.featurize.job as fz
 
     marks: list[float] = []
     last: list[float] = []
@@ -243,8 +243,8 @@ def child_project(audio: Path, out: Path, workers: int, *, log_quarters: bool = 
 def child_compute(audio: Path) -> None:
     """``ser``'s per-clip work alone (decode, four augmentations, both feature families), no
     store: what featurize's in-process path runs per clip, timed after a warm-up."""
-    from ser.features import FeatureConfig
-    from ser.featurize import _limit_threads, _tune_malloc, process_clip
+    from ser.features.extractor import FeatureConfig
+    from ser.featurize.job import _limit_threads, _tune_malloc, process_clip
 
     features, augment = FeatureConfig(), ("noise", "stretch", "shift", "pitch")
     paths = sorted(audio.glob("*.wav"))
@@ -271,7 +271,7 @@ def agreement(npz: Path, store: Path) -> dict:
     import numpy as np
     import pandas as pd
 
-    from ser.store import Store
+    from ser.store.writer import Store
 
     ref = np.load(npz)
     meta = pd.read_hdf(store, "meta")
@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args(argv)
 
-    from ser.synth import make_cremad_full
+    from ser.corpus.synth import make_cremad_full
 
     results: dict = {"machine": machine(), "clips": args.clips}
     tmp = args.keep or Path(tempfile.mkdtemp(prefix="ser-bench-"))

@@ -5,7 +5,7 @@ One clip at a time: ``librosa.load``, four augmented copies (white noise, libros
 variants every descriptor by its own librosa call on the waveform (each recomputing its own
 STFT; frame means), plus torchaudio's ``MelSpectrogram`` + ``AmplitudeToDB``.
 
-It computes the same quantities as :mod:`ser.features` with the same settings (FeatureConfig's
+It computes the same quantities as :mod:`ser.features.extractor` with the same settings (FeatureConfig's
 n_fft, hop, mel bands, max_seconds; reflect-padded centred STFTs; chroma at tuning 0), so its
 outputs can be compared with the project's (``tests/test_fast_path.py`` does, on unaugmented
 clips). Only the way of computing differs. A notebook calling ``chroma_stft`` with its
@@ -40,7 +40,7 @@ N_FRAMES = 1 + int(round(MAX_SECONDS * SR)) // HOP
 
 def naive_descriptors(y: np.ndarray, sr: int = SR, *, tuning: float | None = 0.0) -> np.ndarray:
     """Frame means of every descriptor, each by its own librosa call (own STFT), in
-    ``ser.features.descriptor_names`` order (stats=("mean",)). ``tuning=None``: chroma
+    ``ser.features.extractor.descriptor_names`` order (stats=("mean",)). ``tuning=None``: chroma
     estimates the tuning, as ``chroma_stft`` does by default."""
     import librosa
 

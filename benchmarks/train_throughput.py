@@ -10,14 +10,14 @@ rows; random numbers: the input path does not care what they are):
   - *naive*: a ``torch.utils.data.Dataset`` whose ``__getitem__`` reads one row with h5py (the
     file opened lazily in each worker) and a ``DataLoader`` over it (batch 64, shuffle,
     4 workers); the main process moves each batch to the device and normalises it;
-  - *resident*: ``ser.loader`` with its default budget (the split fits, so it lives on the
+  - *resident*: ``ser.training.data`` with its default budget (the split fits, so it lives on the
     device and a batch is an index into it); the one-time load is timed separately;
-  - *streamed*: ``ser.loader`` forced to stream by a budget of 3 chunks of 2,048 rows
+  - *streamed*: ``ser.training.data`` forced to stream by a budget of 3 chunks of 2,048 rows
     (background-thread prefetch; pinned memory on CUDA);
   - *Store.read alone*: the streamed path's ceiling with one reader.
 
   Each is the median of ``--repeat`` windows of ``--seconds``, the paths interleaved.
-- **training**: seconds per step and the epoch time of ``ser.train.fit`` (the project's one
+- **training**: seconds per step and the epoch time of ``ser.training.loop.fit`` (the project's one
   loop). Where there is no GPU, ``fit`` runs 2 epochs over ``--cpu-steps`` batches of train
   rows and the second epoch's time is extrapolated to the whole split (plus the validation
   pass, timed on its own); with CUDA, ``fit`` runs 2 whole epochs. Also the busy fraction of
@@ -49,12 +49,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ser.features import FeatureConfig, descriptor_names
-from ser.loader import SplitData, fit_statistics, format_size, load_rows, load_split
-from ser.models import build_model
-from ser.splits import SplitConfig
-from ser.store import Store, StoreWriter
-from ser.train import TrainConfig, TrainData, evaluate_split, fit, make_optimizer, pick_device
+from ser.features.extractor import FeatureConfig, descriptor_names
+from ser.training.data import SplitData, fit_statistics, format_size, load_rows, load_split
+from ser.training.models import build_model
+from ser.corpus.splits import SplitConfig
+from ser.store.writer import Store, StoreWriter
+from ser.training.loop import TrainConfig, TrainData, evaluate_split, fit, make_optimizer, pick_device
 
 LABELS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
 FAMILY_MODEL = {"descriptors": "cnn1d", "mel": "cnn2d"}

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ser.features import FeatureConfig, descriptor_names
-from ser.splits import SplitConfig
-from ser.store import StoreWriter
+from ser.features.extractor import FeatureConfig, descriptor_names
+from ser.corpus.splits import SplitConfig
+from ser.store.writer import StoreWriter
 
 LABELS = ["ANG", "HAP", "SAD"]
 

@@ -6,14 +6,14 @@ Everything here is deterministic (explicit seeds) and small enough for a 2-core 
     ``Path`` of a CREMA-D-style ``AudioWAV`` folder (what ``--data`` takes): 4 actors
     (1001-1004, alternating male/female) x 2 sentences (DFA, IEO) x 6 emotions = 48 clips of
     16-bit PCM at 16 kHz, 0.9-1.8 s long (some longer than ``max_seconds=1.5``, most shorter),
-    written by :func:`ser.synth.make_cremad_corpus` with seed 7. ``VideoDemographics.csv`` lies
+    written by :func:`ser.corpus.synth.make_cremad_corpus` with seed 7. ``VideoDemographics.csv`` lies
     in the parent folder, so the clip table carries sex and age.
 ``emodb_corpus``
     ``Path`` of an EmoDB-style folder: speakers 03, 08, 09, 10 x texts a01, a02 x all seven
     EmoDB emotions (boredom, ``BOR``, included) = 56 clips at 22.05 kHz (like the real corpus,
     so featurizing it resamples), 0.8-1.2 s, seed 11.
 ``small_store_config``
-    The :class:`ser.featurize.FeaturizeConfig` that built ``small_store``: ``cremad_corpus``,
+    The :class:`ser.featurize.job.FeaturizeConfig` that built ``small_store``: ``cremad_corpus``,
     ``FeatureConfig(n_mels=32, max_seconds=1.5)`` (other fields default: 16 kHz, n_fft 1024,
     hop 256, so mel is ``(32, 94)``), augmentations ``noise,shift`` (the cheap ones), the
     default split (random, test 0.3, val 0.05, seed 42), one worker. Build a variant with
@@ -44,9 +44,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from ser.features import FeatureConfig
-from ser.featurize import FeaturizeConfig, featurize
-from ser.synth import make_cremad_corpus, make_emodb_corpus
+from ser.features.extractor import FeatureConfig
+from ser.featurize.job import FeaturizeConfig, featurize
+from ser.corpus.synth import make_cremad_corpus, make_emodb_corpus
 
 #: How the session's corpora are drawn.
 CREMAD_KW = dict(n_actors=4, sentences=("DFA", "IEO"), sr=16000, duration_s=(0.9, 1.8), seed=7)

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from .errors import SerError
+from ser.errors import SerError
 
 DATASETS = ["auto", "cremad", "emodb", "ravdess", "tess", "savee", "manifest"]
 
@@ -88,11 +88,11 @@ def featurize_cmd(data: Path, out: Path, workers: int, dataset: str, manifest: P
                   n_mels: int, n_fft: int, hop_length: int, stats: str, extras: str, backend: str, scheduler: str | None, overwrite: bool,
                   progress: bool) -> None:
     """Scan, split, augment and extract both feature families into one HDF5 store."""
-    from .augment import parse_augment
-    from .features import FeatureConfig
-    from .featurize import FeaturizeConfig, featurize
-    from .labels import parse_emotions
-    from .splits import SplitConfig
+    from ser.audio.augment import parse_augment
+    from ser.features.extractor import FeatureConfig
+    from ser.featurize.job import FeaturizeConfig, featurize
+    from ser.corpus.labels import parse_emotions
+    from ser.corpus.splits import SplitConfig
 
     if manifest is not None:
         dataset = "manifest"
@@ -141,7 +141,7 @@ def featurize_cmd(data: Path, out: Path, workers: int, dataset: str, manifest: P
 @_friendly_errors
 def info_cmd(store: Path, max_failures: int, verify: bool) -> None:
     """What a store holds: counts, feature config, failures. Read-only, also while featurize writes it."""
-    from .inspect import describe_store
+    from ser.report.info import describe_store
 
     click.echo(describe_store(store, max_failures=max_failures, verify=verify))
 
@@ -162,9 +162,9 @@ def _train_config(ctx: click.Context, *, preset: str | None, store_path: Path, m
                   hparams: dict[str, Any], **fields: Any):
     """A TrainConfig from the options, starting from ``preset`` when given: options the user
     typed override the preset, defaults do not."""
-    from .presets import check_store, get_preset
-    from .store import read_attrs
-    from .train import TrainConfig
+    from ser.experiments.presets import check_store, get_preset
+    from ser.store.writer import read_attrs
+    from ser.training.loop import TrainConfig
 
     if preset is None:
         return TrainConfig(model=model, hparams=hparams, **fields)
@@ -231,7 +231,7 @@ def _memory_budget(ctx: click.Context, param: click.Parameter, value: str | None
     """``--memory-budget``: ``auto`` (None) or a size such as ``512MB``, in bytes."""
     if value is None or str(value).strip().lower() == "auto":
         return None
-    from .loader import parse_size
+    from ser.training.data import parse_size
 
     try:
         return parse_size(value)
@@ -271,8 +271,8 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
     """Train a model (or a grid with --sweep) from the store; writes best.pt, last.pt, history, curves."""
     import time
 
-    from .audio import refuse_audio_overwrite
-    from .train import FitResult, parse_sweep, train
+    from ser.audio.decode import refuse_audio_overwrite
+    from ser.training.loop import FitResult, parse_sweep, train
 
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
                        dropout=dropout, pooling=pooling, batch_norm=batch_norm)
@@ -315,8 +315,8 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
 @_friendly_errors
 def evaluate_cmd(checkpoint: Path, store_path: Path | None, split: str, out: Path | None, device: str) -> None:
     """Accuracy, F1 (micro/macro/weighted), confusion matrix and most-confused classes."""
-    from .audio import refuse_audio_overwrite
-    from .evaluate import evaluate, format_metrics
+    from ser.audio.decode import refuse_audio_overwrite
+    from ser.evaluation.evaluator import evaluate, format_metrics
 
     out = out or checkpoint.parent / f"eval-{split}"
     refuse_audio_overwrite(out)
@@ -337,7 +337,7 @@ def predict_cmd(checkpoint: Path, files: tuple[Path, ...], as_json: bool) -> Non
     """Emotion and class probabilities for audio files."""
     import json
 
-    from .predict import predict_files
+    from ser.evaluation.predict import predict_files
 
     failed = 0
     for r in predict_files(checkpoint, files):
@@ -373,7 +373,7 @@ def evaluate_main() -> None:
 @_friendly_errors
 def demo_cmd(out: Path, epochs: int, workers: int, seed: int, explore: bool) -> None:
     """The whole flow on a generated synthetic CREMA-D-style corpus (CPU, a few minutes)."""
-    from .demo import DemoConfig, run_demo
+    from ser.experiments.demo import DemoConfig, run_demo
 
     result = run_demo(DemoConfig(out=out, epochs=epochs, workers=workers, seed=seed, explore=explore))
     m = result["metrics"]
@@ -398,7 +398,7 @@ def demo_cmd(out: Path, epochs: int, workers: int, seed: int, explore: bool) -> 
 def explore_cmd(data: Path | None, store_path: Path | None, out: Path, dataset: str,
                 manifest: Path | None, samples: int, seed: int) -> None:
     """Class balance, durations, waveform and STFT per emotion, and players: an offline HTML page."""
-    from .explore import explore
+    from ser.report.explore import explore
 
     if data is None and store_path is None and manifest is None:
         if not Path("AudioWAV").is_dir():
@@ -437,7 +437,7 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
     """
     import time
 
-    from .crossval import crossval
+    from ser.experiments.crossval import crossval
 
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
                        dropout=dropout, pooling=pooling, batch_norm=batch_norm)

@@ -1,0 +1,1 @@
+"""Corpora as folders of audio: adapters, the scan into a clip table, splits, synthetic corpora."""

@@ -1,0 +1,1 @@
+"""Metrics, evaluation of a checkpoint on a store, prediction on new audio."""

@@ -1,0 +1,53 @@
+"""Emotion and class probabilities for new audio, through featurize's own feature code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from ser.audio.decode import load_audio
+from ser.training.checkpoint import load_checkpoint
+from ser.errors import AudioError
+from ser.features.extractor import FeatureConfig, extract
+
+
+def predict_files(checkpoint: str | Path, files: Sequence[str | Path], *, device: str = "cpu") -> list[dict[str, Any]]:
+    """One result per file: ``{"file", "emotion", "probabilities": {label: p}}`` or ``{"file", "error"}``.
+
+    A checkpoint trained with per-speaker normalisation treats the files given as one speaker's
+    clips and standardises them by their own statistics (at least ``speakers.MIN_CLIPS`` files).
+    """
+    ckpt = load_checkpoint(checkpoint)
+    cfg = FeatureConfig.from_dict(ckpt.feature_config)
+    model = ckpt.model.to(device).eval()
+    results: list[dict[str, Any]] = []
+    feats: list[np.ndarray] = []
+    for f in files:
+        try:
+            y, _ = load_audio(f, sr=cfg.sample_rate, max_seconds=cfg.max_seconds, min_samples=cfg.n_fft // 4)
+        except AudioError as exc:
+            results.append({"file": str(f), "error": str(exc)})
+            continue
+        feats.append(extract(y, cfg)[ckpt.family])
+        results.append({"file": str(f)})
+    if not feats:
+        return results
+    x = np.stack(feats)
+    if ckpt.train_config.get("speaker_norm"):
+        from ser.training.speakers import speaker_statistics, standardize
+
+        one = np.zeros(len(x), dtype=object)
+        one[:] = "speaker"
+        x = standardize(x, one, speaker_statistics(x, one))
+    with torch.no_grad():
+        p = torch.softmax(model(torch.from_numpy(x).to(device)).float(), dim=1).cpu().numpy()
+    ok = iter(p)
+    for r in results:
+        if "error" not in r:
+            probs = next(ok)
+            r.update(emotion=ckpt.labels[int(np.argmax(probs))],
+                     probabilities={lab: float(v) for lab, v in zip(ckpt.labels, probs)})
+    return results

@@ -1,0 +1,1 @@
+"""Sweeps, speaker cross-validation, presets and the demo, built on training and evaluation."""

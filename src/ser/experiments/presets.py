@@ -1,0 +1,61 @@
+"""Named training recipes: ``train --preset NAME`` (and ``crossval --preset NAME``).
+
+A preset fixes the model and its settings, and names what the store must hold; a store
+featurized otherwise is refused with the featurize options that would fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from ser.errors import SerError
+
+
+@dataclass(frozen=True)
+class Preset:
+    description: str
+    train: dict[str, Any]                                   # TrainConfig fields (hparams inside)
+    requires: dict[str, list[str]] = field(default_factory=dict)   # FeatureConfig field -> values needed
+    featurize_hint: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    "best": Preset(
+        description="RBF SVM on per-speaker standardised descriptors (frame means and stds, pitch and "
+                    "spectral-dynamics functionals): the best speaker-independent recipe measured on EmoDB",
+        train={"model": "svm", "hparams": {"C": 10.0}, "speaker_norm": True},
+        requires={"stats": ["mean", "std"], "extras": ["prosody", "dynamics"]},
+        featurize_hint="--stats mean,std --extras prosody,dynamics",
+    ),
+    "study-cnn1d": Preset(
+        description="the study's 1D CNN as it trained it: Adam, lr 0.001, 100 epochs",
+        train={"model": "cnn1d", "optimizer": "adam", "lr": 1e-3, "epochs": 100},
+    ),
+    "study-cnn2d": Preset(
+        description="the study's 2D CNN: filters 128,128,64,64,32, kernels 1x3,3x5,3x5,3x3,3x3, flattened head",
+        train={"model": "cnn2d", "optimizer": "adam", "lr": 1e-3, "epochs": 100,
+               "hparams": {"filters": [128, 128, 64, 64, 32], "kernels": [[1, 3], [3, 5], [3, 5], [3, 3], [3, 3]],
+                           "pooling": "flatten", "batch_norm": True, "dropout": 0.0}},
+    ),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise SerError(f"unknown preset {name!r}; known: {', '.join(PRESETS)}")
+    return PRESETS[name]
+
+
+def check_store(preset_name: str, feature_config: dict[str, Any], store_path: str) -> None:
+    """Refuse a store that lacks what the preset needs, saying how to featurize it."""
+    preset = get_preset(preset_name)
+    missing = []
+    for key, needed in preset.requires.items():
+        have = set(feature_config.get(key) or [])
+        lacking = [v for v in needed if v not in have]
+        if lacking:
+            missing.append(f"{key} {','.join(lacking)}")
+    if missing:
+        raise SerError(f"preset {preset_name!r} needs a store with {'; '.join(missing)}; {store_path} lacks it. "
+                       f"Featurize with {preset.featurize_hint}")

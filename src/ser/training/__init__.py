@@ -1,0 +1,1 @@
+"""Training from the store: the one loop, models by name, data on the device, checkpoints, DDP."""

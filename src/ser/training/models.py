@@ -1,0 +1,228 @@
+"""Models by name: the study's 1D CNN over descriptors, a configurable 2D CNN over mel-dB.
+
+Every network is wrapped in :class:`SerNet`, which carries the training set's input
+statistics as buffers: a checkpoint's weights standardise their own input (open-unmix's habit),
+so predict and evaluate cannot forget or mismatch the normalisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ser.errors import SerError
+
+
+class SerNet(nn.Module):
+    """``body((x - mean) / std)``: input statistics fitted on train rows, shipped with the weights.
+
+    ``mean``/``std`` broadcast against one input row: ``(D,)`` for descriptors,
+    ``(n_mels, 1)`` for mel-dB (per-band statistics).
+    """
+
+    def __init__(self, body: nn.Module, mean: torch.Tensor, std: torch.Tensor) -> None:
+        super().__init__()
+        self.body = body
+        self.register_buffer("input_mean", mean.detach().clone().float())
+        self.register_buffer("input_std", std.detach().clone().float())
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.input_mean) / self.input_std
+
+    def forward(self, x: torch.Tensor, *, normalized: bool = False) -> torch.Tensor:
+        return self.body(x if normalized else self.normalize(x))
+
+
+class CNN1D(nn.Module):
+    """The study's 1D CNN over a descriptor vector read as a 1-channel sequence.
+
+    Input ``(batch, D)``; output logits ``(batch, n_classes)``. Five Conv1d blocks
+    (512-512-256-256-128, each Conv → ReLU → BatchNorm → MaxPool), Linear to 512 → ReLU →
+    BatchNorm, Linear to the classes. The flattened size follows from ``D`` (128 × 7 for D=195).
+    """
+
+    def __init__(self, input_length: int, n_classes: int, *, dropout: float = 0.0) -> None:
+        super().__init__()
+
+        def block(c_in: int, c_out: int, k: int, pool_k: int) -> list[nn.Module]:
+            layers: list[nn.Module] = [nn.Conv1d(c_in, c_out, k, stride=1, padding=k // 2), nn.ReLU(),
+                                       nn.BatchNorm1d(c_out), nn.MaxPool1d(pool_k, stride=2, padding=pool_k // 2)]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            return layers
+
+        self.features = nn.Sequential(
+            *block(1, 512, 5, 5), *block(512, 512, 5, 5), *block(512, 256, 5, 5),
+            *block(256, 256, 3, 5), *block(256, 128, 3, 3), nn.Flatten())
+        self.features.eval()  # the probe batch has one row: BatchNorm must not use batch statistics
+        with torch.no_grad():
+            flat = self.features(torch.zeros(1, 1, input_length)).shape[1]
+        self.features.train()
+        self.flat_size = flat
+        self.head = nn.Sequential(nn.Linear(flat, 512), nn.ReLU(), nn.BatchNorm1d(512),
+                                  nn.Linear(512, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x.unsqueeze(1)))
+
+
+def parse_kernels(text: str | Sequence[Sequence[int]]) -> list[tuple[int, int]]:
+    """``"1x3,3x5"`` -> ``[(1, 3), (3, 5)]`` (height along mel bands × width along time)."""
+    if not isinstance(text, str):
+        return [(int(k[0]), int(k[1])) for k in text]
+    out = []
+    for item in text.split(","):
+        parts = item.strip().lower().split("x")
+        if len(parts) != 2 or not all(p.isdigit() and int(p) > 0 for p in parts):
+            raise SerError(f"kernel {item!r} is not HxW with positive integers (e.g. 3x5)")
+        out.append((int(parts[0]), int(parts[1])))
+    return out
+
+
+def parse_filters(text: str | Sequence[int]) -> list[int]:
+    """``"128,128,64"`` -> ``[128, 128, 64]``."""
+    if not isinstance(text, str):
+        return [int(f) for f in text]
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise SerError(f"filters {text!r} must be comma-separated integers") from None
+    if not out or any(f <= 0 for f in out):
+        raise SerError(f"filters {text!r} must be positive integers")
+    return out
+
+
+class CNN2D(nn.Module):
+    """A 2D CNN over mel-dB, input ``(batch, n_mels, frames)``, logits ``(batch, n_classes)``.
+
+    One block per entry of ``filters``/``kernels``: Conv2d (same padding) → BatchNorm (optional)
+    → ReLU → MaxPool 2×2 (skipped along an axis already down to 1) → Dropout2d. Then global
+    average pooling (or flattening, the study's way) → Dropout → Linear.
+    """
+
+    def __init__(self, input_shape: tuple[int, int], n_classes: int, *,
+                 filters: Sequence[int] = (32, 64, 128, 128),
+                 kernels: Sequence[tuple[int, int]] = ((3, 3), (3, 3), (3, 3), (3, 3)),
+                 batch_norm: bool = True, dropout: float = 0.3, pooling: str = "avg") -> None:
+        super().__init__()
+        filters, kernels = list(filters), list(kernels)
+        if len(filters) != len(kernels):
+            raise SerError(f"{len(filters)} filters but {len(kernels)} kernels: give one kernel per filter")
+        if pooling not in ("avg", "max", "flatten"):
+            raise SerError(f"pooling must be avg, max or flatten, got {pooling!r}")
+        h, w = input_shape
+        layers: list[nn.Module] = []
+        c_in = 1
+        for f, (kh, kw) in zip(filters, kernels):
+            layers.append(nn.Conv2d(c_in, f, (kh, kw), padding=(kh // 2, kw // 2), bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(f))
+            layers.append(nn.ReLU())
+            ph, pw = (2 if h >= 2 else 1), (2 if w >= 2 else 1)
+            layers.append(nn.MaxPool2d((ph, pw)))
+            h, w = h // ph, w // pw
+            if dropout > 0:
+                layers.append(nn.Dropout2d(dropout / 2))
+            c_in = f
+        self.features = nn.Sequential(*layers)
+        if pooling == "flatten":
+            self.pool: nn.Module = nn.Flatten()
+            width = c_in * h * w
+        else:
+            self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1) if pooling == "avg" else nn.AdaptiveMaxPool2d(1),
+                                      nn.Flatten())
+            width = c_in
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x.unsqueeze(1))))
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """How to build a model by name, and which feature family it reads."""
+
+    name: str
+    family: str                                   # "descriptors" or "mel"
+    build: Callable[..., nn.Module]               # (input_shape, n_classes, **hparams)
+    defaults: dict[str, Any]
+    parse: dict[str, Callable[[Any], Any]]        # hyper-parameter parsers for CLI strings
+    trainer: str = "torch"                        # "torch": the training loop; "sklearn": fitted once
+
+
+def _build_cnn1d(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
+    return CNN1D(int(input_shape[0]), n_classes, **hp)
+
+
+def _build_cnn2d(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
+    return CNN2D((int(input_shape[0]), int(input_shape[1])), n_classes, **hp)
+
+
+def _build_svm(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
+    from ser.training.baselines import RBFSVMScores
+
+    return RBFSVMScores(int(input_shape[0]), n_classes, n_sv=int(hp.get("n_sv", 1)),
+                        gamma=float(hp.get("gamma_value", 1.0)))
+
+
+def _build_logreg(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
+    from ser.training.baselines import LinearScores
+
+    return LinearScores(int(input_shape[0]), n_classes)
+
+
+def _gamma(v: Any) -> Any:
+    return "scale" if str(v) == "scale" else float(v)
+
+
+def _flag(v: Any) -> bool:
+    return v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")
+
+
+MODELS: dict[str, ModelSpec] = {
+    "cnn1d": ModelSpec("cnn1d", "descriptors", _build_cnn1d, {"dropout": 0.0}, {"dropout": float}),
+    "cnn2d": ModelSpec(
+        "cnn2d", "mel", _build_cnn2d,
+        {"filters": [32, 64, 128, 128], "kernels": [[3, 3], [3, 3], [3, 3], [3, 3]],
+         "batch_norm": True, "dropout": 0.3, "pooling": "avg"},
+        {"filters": parse_filters, "kernels": lambda v: [list(k) for k in parse_kernels(v)],
+         "batch_norm": _flag, "dropout": float, "pooling": str}),
+    # classic baselines on the standardised descriptors, fitted by scikit-learn (see classic.py)
+    "svm": ModelSpec("svm", "descriptors", _build_svm, {"C": 10.0, "gamma": "scale", "balanced": False},
+                     {"C": float, "gamma": _gamma, "balanced": _flag, "n_sv": int, "gamma_value": float},
+                     trainer="sklearn"),
+    "logreg": ModelSpec("logreg", "descriptors", _build_logreg, {"C": 1.0, "balanced": False},
+                        {"C": float, "balanced": _flag}, trainer="sklearn"),
+}
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in MODELS:
+        raise SerError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name]
+
+
+def resolve_hparams(name: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The model's defaults updated with ``given`` (strings parsed), as plain JSON-able data."""
+    spec = get_spec(name)
+    hp = dict(spec.defaults)
+    for key, value in (given or {}).items():
+        if value is None:
+            continue
+        if key not in spec.parse:
+            raise SerError(f"model {name} has no hyper-parameter {key!r}; it has: {', '.join(spec.parse)}")
+        hp[key] = spec.parse[key](value)
+    return hp
+
+
+def build_model(name: str, *, input_shape: tuple[int, ...], n_classes: int, hparams: dict[str, Any],
+                mean: torch.Tensor, std: torch.Tensor) -> SerNet:
+    """A :class:`SerNet` for ``name`` with input statistics ``mean``/``std``."""
+    spec = get_spec(name)
+    hp = dict(hparams)
+    if "kernels" in hp:
+        hp["kernels"] = [tuple(k) for k in hp["kernels"]]
+    return SerNet(spec.build(input_shape, n_classes, **hp), mean, std)

@@ -1,0 +1,68 @@
+"""Model shapes, the registry, and one optimisation step lowering the loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ser.errors import SerError
+from ser.training.models import CNN1D, CNN2D, build_model, parse_kernels, resolve_hparams
+
+
+@pytest.mark.parametrize("length, flat", [(195, 128 * 7), (193, 128 * 7), (162, 128 * 6), (40, 128 * 2)])
+def test_cnn1d_flat_size_follows_input_length(length: int, flat: int) -> None:
+    model = CNN1D(length, 6)
+    assert model.flat_size == flat
+    assert model(torch.randn(4, length)).shape == (4, 6)
+
+
+@pytest.mark.parametrize("shape", [(64, 251), (32, 94), (8, 12)])
+@pytest.mark.parametrize("pooling", ["avg", "flatten"])
+def test_cnn2d_shapes(shape: tuple[int, int], pooling: str) -> None:
+    model = CNN2D(shape, 5, filters=[8, 8, 16, 16, 8], kernels=parse_kernels("1x3,3x5,3x5,3x3,3x3"),
+                  pooling=pooling)
+    assert model(torch.randn(3, *shape)).shape == (3, 5)
+
+
+def test_cnn1d_is_the_study_network_layer_for_layer() -> None:
+    model = CNN1D(195, 6)
+    convs = [m for m in model.features if isinstance(m, torch.nn.Conv1d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size[0], c.padding[0]) for c in convs] == [
+        (1, 512, 5, 2), (512, 512, 5, 2), (512, 256, 5, 2), (256, 256, 3, 1), (256, 128, 3, 1)]
+    pools = [m for m in model.features if isinstance(m, torch.nn.MaxPool1d)]
+    assert [(p.kernel_size, p.stride, p.padding) for p in pools] == [(5, 2, 2)] * 4 + [(3, 2, 1)]
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [(l.in_features, l.out_features) for l in linears] == [(896, 512), (512, 6)]
+
+
+def test_kernels_and_filters_are_validated() -> None:
+    assert parse_kernels("1x3,3x5") == [(1, 3), (3, 5)]
+    with pytest.raises(SerError, match="HxW"):
+        parse_kernels("3by3")
+    with pytest.raises(SerError, match="kernels"):
+        CNN2D((16, 16), 3, filters=[8, 8], kernels=[(3, 3)])
+    with pytest.raises(SerError, match="no hyper-parameter"):
+        resolve_hparams("cnn1d", {"filters": "8,8"})
+
+
+@pytest.mark.parametrize("name, shape", [("cnn1d", (60,)), ("cnn2d", (16, 20))])
+def test_one_step_lowers_the_loss_on_a_fixed_batch(name: str, shape: tuple[int, ...]) -> None:
+    torch.manual_seed(0)
+    x = torch.randn(16, *shape)
+    y = torch.arange(16) % 3
+    stat_shape = (shape[0],) if name == "cnn1d" else (shape[0], 1)
+    model = build_model(name, input_shape=shape, n_classes=3, hparams=resolve_hparams(name, {"dropout": 0.0}),
+                        mean=torch.zeros(stat_shape), std=torch.ones(stat_shape))
+    model.train()  # no dropout: with the same batch, BatchNorm's batch statistics make this deterministic
+    opt = torch.optim.SGD(model.parameters(), lr=1e-2)
+
+    def loss_now() -> torch.Tensor:
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    before = loss_now()
+    opt.zero_grad()
+    before.backward()
+    opt.step()
+    with torch.no_grad():
+        after = loss_now()
+    assert float(after) < float(before.detach())
