@@ -32,7 +32,8 @@ def _same_store(a: Path, b: Path) -> None:
 ])
 def test_a_local_cluster_writes_the_same_store_as_local_processes(backend: str, small_store: Path,
                                                                    small_store_config, tmp_path: Path) -> None:
-    cfg = replace(small_store_config, out=tmp_path / f"{backend}.h5", backend=backend, workers=2)
+    cfg = replace(small_store_config, out=tmp_path / f"{backend}.h5", backend=backend, workers=2,
+                  min_clips_per_worker=1)
     summary = featurize(cfg, progress=False, log=lambda m: None)
     assert summary.n_failures == 0
     _same_store(small_store, cfg.out)

@@ -255,29 +255,31 @@ def test_the_pv_settings_are_librosas_defaults() -> None:
 # -- the job: bounded memory ------------------------------------------------------------------------
 
 
-def test_results_are_submitted_in_windows_not_all_at_once(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """The parent never holds more than a window of results, whatever the corpus size (through
-    joblib, here its threading backend; loky's sliding window: tests/test_taskpool.py)."""
-    import ser.featurize.job as fz
+def test_rows_from_remote_workers_come_in_windows_not_all_at_once(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    """Workers that cannot see the work folder return their rows: the parent never holds more
+    than two tasks a worker of them, whatever the corpus size (receipts alone come all at once)."""
+    import pandas as pd
+
+    import ser.featurize.job as job
+    import ser.featurize.worker as worker
     from ser.featurize.job import FeaturizeConfig
+    from ser.store.parts import PartSpec, Receipt
 
     started: list[int] = []
 
-    def fake_chunk(jobs, **kwargs):
-        started.append(len(jobs))
-        return [fz.ClipResult(index=j[0]) for j in jobs]
+    def fake_task(task, spec, cfg):
+        started.append(task.seq)
+        return Receipt(seq=task.seq, n_rows=0, n_failures=0, n_clips=len(task.clips))
 
-    monkeypatch.setattr(fz, "process_chunk", fake_chunk)
-    monkeypatch.setattr(fz, "WINDOW_TASKS_PER_WORKER", 2)  # 4 tasks a window with 2 workers
+    monkeypatch.setattr(worker, "worker_task", fake_task)
+    monkeypatch.setattr(job, "worker_task", fake_task)
     cfg = FeaturizeConfig(data=tmp_path, out=tmp_path / "x.h5", workers=2, backend="threading")
-    jobs = [(i, f"{i}.wav", str(i), "train") for i in range(40 * fz.CHUNK_CLIPS)]
-    results = fz._results(jobs, cfg)
-    first = next(results)
-    window = 4
-    assert first.index == 0
-    assert len(started) <= window  # only the first window has been submitted
-    taken = [first.index] + [next(results).index for _ in range(window * fz.CHUNK_CLIPS - 1)]
-    assert len(started) <= window
-    rest = [r.index for r in results]
-    assert taken + rest == list(range(len(jobs)))  # plan order, nothing lost
-    assert len(started) == len(fz._tasks(jobs, 2))  # every task, once
+    tasks = [worker.Task(seq, pd.DataFrame({"clip_id": [str(seq)]})) for seq in range(40)]
+    remote = PartSpec(work=None, run="r", session="s", descriptor_names=("d",), mel_shape=(2, 3))
+    results = job.receipts(tasks, remote, None, cfg, workers=2)
+    assert next(results).seq == 0
+    assert len(started) <= 4  # the first window alone
+    assert [next(results).seq for _ in range(3)] == [1, 2, 3] and len(started) <= 4
+    assert [r.seq for r in results] == list(range(4, 40))  # plan order, nothing lost
+    assert sorted(started) == list(range(40))  # every task, once

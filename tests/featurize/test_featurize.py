@@ -17,14 +17,16 @@ import pytest
 import soundfile as sf
 from click.testing import CliRunner, Result
 
-import ser.featurize.job as featurize_mod
+import ser.featurize.worker as worker_mod
 from ser.cli import main
 from ser.errors import SerError, StoreError
-from ser.featurize.job import ClipResult, _Committer, _PendingBatch, _rows_meta, featurize, plan
+from ser.featurize.job import featurize, make_tasks, plan, pool_size
+from ser.featurize.worker import ClipResult, part_data
 from ser.corpus.labels import CREMAD_EMOTIONS
 from ser.corpus.splits import assign_splits
-from ser.store.writer import (META_COLUMNS, META_STRING_COLUMNS, Store, StoreWriter, _as_plain, _table_frame,
-                       read_attrs, work_dir)
+from ser.store import Store, StoreWriter, read_attrs, work_dir
+from ser.store.layout import CLIP_COLUMNS, META_COLUMNS, META_STRING_COLUMNS, as_plain
+from ser.store.parts import PartSpec
 from ser.corpus.synth import synth_voice
 
 # tiny corpora are too small to stratify every split; the library warns, as it should
@@ -144,7 +146,7 @@ def test_meta_carries_the_corpus_and_the_true_frame_count(small_store: Path, sma
 
 def test_the_same_store_twice_from_the_same_seed_with_two_workers(small_store: Path, small_store_config,
                                                                   tmp_path: Path) -> None:
-    again = dataclasses.replace(small_store_config, out=tmp_path / "again.h5", workers=2)
+    again = dataclasses.replace(small_store_config, out=tmp_path / "again.h5", workers=2, min_clips_per_worker=1)
     featurize(again, progress=False, log=quiet)
     assert_same_store(small_store, again.out)
 
@@ -162,16 +164,16 @@ def test_another_seed_gives_another_split(small_store: Path, small_store_config,
 def test_resume_after_an_interrupted_run_gives_the_clean_runs_store(small_store: Path, small_store_config,
                                                                     tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = dataclasses.replace(small_store_config, out=tmp_path / "resumed.h5", batch_clips=8)
+    cfg = dataclasses.replace(small_store_config, out=tmp_path / "resumed.h5", task_clips=8)
     real_commit = StoreWriter.commit
     calls = []
 
-    def commit_then_ctrl_c(self: StoreWriter, descriptors=None, mel=None, meta=None, failures=None, **kw) -> None:
-        calls.append(0 if meta is None else len(meta))
+    def commit_then_ctrl_c(self: StoreWriter, receipt) -> None:
+        calls.append(receipt.n_rows)
         if len(calls) < 3:
-            return real_commit(self, descriptors, mel, meta, failures, **kw)
-        # Ctrl-C lands mid-commit: half a part file is on disk, its rename (the commit) never came
-        (work_dir(self.path) / "part-000002.h5.tmp").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(4096))
+            return real_commit(self, receipt)
+        # Ctrl-C lands before the commit: the task's part is on disk, its rename (the commit) never came
+        assert receipt.path is not None and receipt.path.is_file()
         raise KeyboardInterrupt
 
     monkeypatch.setattr(StoreWriter, "commit", commit_then_ctrl_c)
@@ -186,30 +188,31 @@ def test_resume_after_an_interrupted_run_gives_the_clean_runs_store(small_store:
     assert not cfg.out.exists()  # the store file appears only whole
     assert Store(cfg.out, require_complete=False).n_rows == committed
     assert any("interrupted" in m and "resume" in m for m in logs)
+    assert any(p.name.startswith("tmp-") for p in work_dir(cfg.out).iterdir())  # the uncommitted part
     with pytest.raises(SerError, match="incomplete"):
         Store(cfg.out)
 
     summary = featurize(cfg, progress=False, log=logs.append)
-    assert summary.n_done_before == 16  # two batches of 8 clips
+    assert summary.n_done_before == 16  # two tasks of 8 clips
     assert any("resuming" in m and "16 of 48" in m for m in logs)
     assert_same_store(small_store, cfg.out)
 
 
 def _rows_meta_row_by_row(clips: pd.DataFrame, results: list[ClipResult]) -> pd.DataFrame:
-    """The meta frame as featurize built it before it was vectorised: a dict per row."""
+    """The meta frame built the slow way: a dict per row."""
     records = []
-    for r in results:
-        clip = clips.loc[r.index]
+    for (_, clip), r in zip(clips.iterrows(), results):
+        if r.error is not None:
+            continue
         for aug, nf in zip(r.augments, r.n_frames):
-            rec = {c: clip[c] for c in ("clip_id", "path", "dataset", "speaker", "emotion", "label", "split",
-                                         "sentence", "intensity", "sex", "age")}
+            rec = {c: clip[c] for c in CLIP_COLUMNS}
             rec.update(augment=aug, duration_s=r.duration_s, n_frames=nf)
             records.append(rec)
     return pd.DataFrame.from_records(records)
 
 
 @pytest.mark.parametrize("strings", ["object", "inferred"])
-def test_rows_meta_matches_the_row_by_row_build(strings: str) -> None:
+def test_a_tasks_part_data_matches_the_row_by_row_build(strings: str) -> None:
     columns = {
         "clip_id": ["a", "b", "c", "d"], "path": ["x/a.wav", "x/b.wav", "x/c.wav", "x/d.wav"],
         "dataset": ["cremad"] * 4, "speaker": ["1001", "1002", None, "1004"],
@@ -219,110 +222,49 @@ def test_rows_meta_matches_the_row_by_row_build(strings: str) -> None:
     clips = pd.DataFrame({c: pd.Series(v, dtype=object if strings == "object" else None) for c, v in columns.items()})
     clips["age"] = [30.0, np.nan, 41.0, 22.0]
     clips["label"] = np.array([0, 1, 0, 2], dtype=np.int64)
-    clips.index = [10, 11, 12, 13]  # labels, not positions; results come in any order
-    results = [ClipResult(index=12, augments=["none", "noise", "shift"], n_frames=[5, 5, 4], duration_s=1.25),
-               ClipResult(index=10, augments=["none"], n_frames=[7], duration_s=0.5),
-               ClipResult(index=13, augments=["none", "noise"], n_frames=[3, 3], duration_s=2.0)]
-    old, new = _rows_meta_row_by_row(clips, results), _rows_meta(clips, results)
-    assert list(new.columns) == list(old.columns)
-    if strings == "inferred":  # from an object table, missing strings stay None where pandas made them NaN
-        pd.testing.assert_frame_equal(new, old, check_dtype=False)
-    # what the store keeps of them is identical, dtypes included
-    kept = [_table_frame(_as_plain(m.loc[:, list(META_COLUMNS)], META_STRING_COLUMNS), META_COLUMNS)
-            for m in (old, new)]
-    pd.testing.assert_frame_equal(kept[1], kept[0])
-
-
-def test_a_pending_batch_lays_the_clips_mel_rows_end_to_end_and_starts_afresh() -> None:
+    clips.index = [10, 11, 12, 13]  # a task is a slice of the clip table: labels, not positions
     rng = np.random.default_rng(3)
-    mels = [rng.standard_normal((k, 2, 3)).astype(np.float32) for k in (3, 1, 3, 2)]
-    results = [ClipResult(index=0, mel=mels[0].copy()), ClipResult(index=1, mel=mels[1].copy()),
-               ClipResult(index=2, error="x.wav: not audio"),  # a failure: no rows
-               ClipResult(index=3, mel=mels[2].copy()), ClipResult(index=4, mel=mels[3].copy())]
-    batch = _PendingBatch(4, (2, 3))  # room for 4 rows planned, 9 come: it grows
-    for r in results:
-        batch.add(r)
-    assert len(batch) == 5 and all(r.mel is None for r in results)  # the batch holds the only copy
-    taken, mel = batch.take()
-    assert taken == results
-    np.testing.assert_array_equal(mel, np.concatenate(mels))
-    assert len(batch) == 0 and batch.take() == ([], None)
-    batch.add(ClipResult(index=5, mel=mels[1].copy()))  # the next batch has an array of its own
-    _, again = batch.take()
-    np.testing.assert_array_equal(again, mels[1])
-    np.testing.assert_array_equal(mel, np.concatenate(mels))  # the committed one is untouched
+    spec = PartSpec(work=None, run="r", session="s", descriptor_names=("d0", "d1"), mel_shape=(2, 3))
+
+    def ok(augments: list[str], n_frames: list[int], duration_s: float) -> ClipResult:
+        k = len(augments)
+        return ClipResult(descriptors=rng.standard_normal((k, 2)).astype(np.float32),
+                          mel=rng.standard_normal((k, 2, 3)).astype(np.float32), augments=augments,
+                          n_frames=n_frames, duration_s=duration_s)
+
+    results = [ok(["none"], [7], 0.5), ClipResult(error="x/b.wav: not audio"),
+               ok(["none", "noise", "shift"], [5, 5, 4], 1.25), ok(["none", "noise"], [3, 3], 2.0)]
+    data = part_data(clips, results, spec)
+    old = _rows_meta_row_by_row(clips, results)
+    assert list(data.meta.columns) == list(CLIP_COLUMNS) + ["augment", "duration_s", "n_frames"]
+    kept = [as_plain(m.loc[:, list(META_COLUMNS)], META_STRING_COLUMNS) for m in (old, data.meta)]
+    pd.testing.assert_frame_equal(kept[1].reset_index(drop=True), kept[0], check_dtype=False)
+    ok_results = [r for r in results if r.error is None]
+    assert np.array_equal(data.descriptors, np.concatenate([r.descriptors for r in ok_results]))
+    assert np.array_equal(data.mel, np.concatenate([r.mel for r in ok_results]))
+    assert data.failures.to_dict("records") == [{"clip_id": "b", "path": "x/b.wav", "reason": "x/b.wav: not audio"}]
 
 
-def test_the_committer_commits_in_order_and_raises_the_first_error_in_the_caller() -> None:
-    done: list[int] = []
-
-    def commit(i: int) -> None:
-        time.sleep(0.01)
-        if i == 3:
-            raise StoreError("disk full at 3")
-        done.append(i)
-
-    c = _Committer(commit)
-    for i in range(3):
-        c.put(i)
-    with pytest.raises(StoreError, match="disk full at 3"):
-        for i in range(3, 1000):
-            c.put(i)  # the error comes back at a later hand-off ...
-            time.sleep(0.01)
-    with pytest.raises(StoreError, match="disk full at 3"):
-        c.close()  # ... and again at the end
-    c.drain()  # idempotent, and quiet
-    assert done == [0, 1, 2]  # nothing after the failed batch is committed
-    assert c._worker.finished
+def test_a_task_whose_clips_all_failed_is_a_part_of_failures_only() -> None:
+    clips = pd.DataFrame({c: ["a"] for c in CLIP_COLUMNS})
+    spec = PartSpec(work=None, run="r", session="s", descriptor_names=("d0",), mel_shape=(2, 3))
+    data = part_data(clips, [ClipResult(error="a.wav: silent")], spec)
+    assert data.n_rows == 0 and data.mel.shape == (0, 2, 3) and data.descriptors.shape == (0, 1)
+    assert list(data.failures["reason"]) == ["a.wav: silent"]
 
 
-def test_the_committer_holds_at_most_one_waiting_batch() -> None:
-    gate = threading.Event()
-    started = threading.Event()
-
-    def commit(i: int) -> None:
-        started.set()
-        gate.wait(5)
-
-    c = _Committer(commit)
-    c.put(0)
-    started.wait(5)
-    c.put(1)  # waits in the queue while 0 is committed
-    blocked = threading.Thread(target=c.put, args=(2,))
-    blocked.start()
-    blocked.join(0.3)
-    assert blocked.is_alive()  # a third batch waits for room: memory stays bounded
-    gate.set()
-    blocked.join(5)
-    c.close()
-    assert not blocked.is_alive() and c._worker.finished
-
-
-def test_ctrl_c_while_closing_the_committer_still_waits_for_the_running_commit(ctrl_c_later) -> None:
-    """A Ctrl-C that interrupts the wait must not let the writer close under a running commit.
-
-    ``Thread.join`` on CPython 3.11 marks a thread stopped when Ctrl-C interrupts it (while it
-    runs on), so waiting again returned at once: featurize then crashed or hung on exit.
-    """
-    started, gate, finished = threading.Event(), threading.Event(), []
-
-    def commit(i: int) -> None:
-        started.set()
-        gate.wait(10)
-        finished.append(i)
-
-    c = _Committer(commit)
-    c.put(0)
-    started.wait(5)
-    ctrl_c_later(0.2)
-    with pytest.raises(KeyboardInterrupt):
-        c.close()  # interrupted while the commit is held at the gate
-    assert finished == []
-    ctrl_c_later(0.2, gate.set)  # Ctrl-C again, then the commit ends
-    c.drain()  # waits through the second Ctrl-C for the commit to end
-    assert finished == [0]
-    c._worker.thread.join(5)
-    assert not c._worker.thread.is_alive()
+def test_tasks_cover_the_clips_in_plan_order_and_small_corpora_get_no_pool(small_store_config) -> None:
+    todo = plan(small_store_config).clips.iloc[5:]  # 43 clips, as on a resume
+    tasks = make_tasks(todo, Path("/data"), first_seq=3, workers=2, task_clips=32)
+    assert [t.seq for t in tasks] == list(range(3, 3 + len(tasks)))
+    assert len(tasks) >= 8  # four tasks a worker at least, to balance the end of the run
+    joined = pd.concat([t.clips for t in tasks])
+    assert list(joined["clip_id"]) == list(todo["clip_id"])
+    assert joined["source"].iloc[0] == str(Path("/data") / todo["path"].iloc[0])
+    assert len(make_tasks(todo, Path("/data"), 0, workers=1, task_clips=32)) == 2  # one worker: full tasks
+    cfg = dataclasses.replace(small_store_config, workers=16)
+    assert pool_size(cfg, 150) == 1 and pool_size(cfg, 250) == 2 and pool_size(cfg, 10**6) == 16
+    assert pool_size(dataclasses.replace(cfg, min_clips_per_worker=1), 48) == 16
 
 
 def _two_emotions(small_store_config, out: Path, **kw: Any):
@@ -331,22 +273,22 @@ def _two_emotions(small_store_config, out: Path, **kw: Any):
 
 def test_a_commit_error_stops_featurize_with_its_message_and_the_rerun_finishes(
         small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", batch_clips=4)
+    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", task_clips=4)
     featurize(clean, progress=False, log=quiet)
-    cfg = _two_emotions(small_store_config, tmp_path / "full.h5", batch_clips=4)
-    real = StoreWriter._write_part
+    cfg = _two_emotions(small_store_config, tmp_path / "full.h5", task_clips=4)
+    real = worker_mod.write_part
     calls: list[int] = []
 
-    def full_on_the_second(self: StoreWriter, *args: Any) -> None:
+    def full_on_the_second(*args: Any) -> None:
         calls.append(1)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        real(self, *args)
+        real(*args)
 
-    monkeypatch.setattr(StoreWriter, "_write_part", full_on_the_second)
+    monkeypatch.setattr(worker_mod, "write_part", full_on_the_second)
     with pytest.raises(StoreError, match="No space left on device.*rows committed before it are safe"):
         featurize(cfg, progress=False, log=quiet)
-    assert len(calls) == 2  # the batches handed over after the failed one were never written
+    assert len(calls) == 2  # the tasks after the failed one were never run
     assert sorted(p.name for p in work_dir(cfg.out).iterdir() if p.name.startswith("part-")) == ["part-000000.h5"]
     monkeypatch.undo()
     summary = featurize(cfg, progress=False, log=quiet)  # the lock was released: the rerun resumes
@@ -354,17 +296,13 @@ def test_a_commit_error_stops_featurize_with_its_message_and_the_rerun_finishes(
     assert_same_store(clean.out, cfg.out)
 
 
-def test_ctrl_c_during_compute_keeps_the_batches_already_handed_over(
+def test_ctrl_c_during_compute_keeps_the_tasks_already_committed(
         small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", batch_clips=4)
+    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", task_clips=4)
     featurize(clean, progress=False, log=quiet)
-    cfg = _two_emotions(small_store_config, tmp_path / "stopped.h5", batch_clips=4)
-    real_write, real_clip = StoreWriter._write_part, featurize_mod.process_clip
+    cfg = _two_emotions(small_store_config, tmp_path / "stopped.h5", task_clips=4)
+    real_clip = worker_mod.process_clip
     clips_seen: list[int] = []
-
-    def slow_disk(self: StoreWriter, *args: Any) -> None:
-        time.sleep(0.3)  # commits lag behind the compute: batches wait in the hand-off
-        real_write(self, *args)
 
     def ctrl_c_at_clip_13(*args: Any, **kw: Any) -> ClipResult:
         clips_seen.append(1)
@@ -372,13 +310,12 @@ def test_ctrl_c_during_compute_keeps_the_batches_already_handed_over(
             raise KeyboardInterrupt
         return real_clip(*args, **kw)
 
-    monkeypatch.setattr(StoreWriter, "_write_part", slow_disk)
-    monkeypatch.setattr(featurize_mod, "process_clip", ctrl_c_at_clip_13)
+    monkeypatch.setattr(worker_mod, "process_clip", ctrl_c_at_clip_13)
     logs: list[str] = []
     with pytest.raises(KeyboardInterrupt):
         featurize(cfg, progress=False, log=logs.append)
     monkeypatch.undo()
-    # the three batches handed over before the Ctrl-C are all committed, and the message says so
+    # the three tasks finished before the Ctrl-C are all committed, and the message says so
     committed = Store(cfg.out, require_complete=False)
     assert committed.meta()["clip_id"].nunique() == 12
     assert any(f"interrupted: {committed.n_rows} rows are safely committed" in m for m in logs), logs
@@ -480,53 +417,34 @@ def test_ctrl_c_through_the_cli_exits_130_and_the_rerun_finishes(cremad_corpus: 
     assert read_attrs(out)["complete"] and len(pd.read_hdf(out, "meta")) == 8
 
 
-def test_multiprocessing_backend_gives_the_same_rows(cremad_corpus: Path, tmp_path: Path) -> None:
+def test_multiprocessing_backend_gives_the_same_rows(small_store_config, tmp_path: Path) -> None:
     # regression: joblib's multiprocessing backend cannot stream results (return_as="generator")
-    args = ("--emotions", "NEU", "--augment", "noise")
-    ok(featurize_cli(cremad_corpus, tmp_path / "one.h5", *args))
-    ok(featurize_cli(cremad_corpus, tmp_path / "mp.h5", *args, "--workers", 2, "--backend", "multiprocessing"))
-    assert_same_store(tmp_path / "one.h5", tmp_path / "mp.h5")
+    one = _two_emotions(small_store_config, tmp_path / "one.h5")
+    mp = dataclasses.replace(one, out=tmp_path / "mp.h5", workers=2, backend="multiprocessing", min_clips_per_worker=1)
+    featurize(one, progress=False, log=quiet)
+    featurize(mp, progress=False, log=quiet)
+    assert_same_store(one.out, mp.out)
 
 
-def _loky_worker_niceness() -> list[int]:
-    """The niceness of this process's loky worker processes (Linux: read from /proc)."""
-    found = []
-    for task in Path("/proc/self/task").iterdir():
-        for pid in (task / "children").read_text().split():
-            try:
-                if b"loky" in Path(f"/proc/{pid}/cmdline").read_bytes():
-                    found.append(os.getpriority(os.PRIO_PROCESS, int(pid)))
-            except OSError:  # exited meanwhile
-                continue
-    return found
+def test_remote_workers_that_cannot_see_the_work_folder_return_rows_and_the_parent_writes_them(
+        small_store: Path, small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One code path, two callers: the parent writes the part a worker would have written."""
+    import ser.featurize.job as job
 
+    monkeypatch.setattr(job, "shares_work_folder", lambda cfg: False)
+    returned: list[bool] = []
+    real = StoreWriter.commit
 
-@pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="finds the worker processes in /proc (Linux)")
-def test_worker_processes_run_below_the_parents_priority(small_store_config, tmp_path: Path) -> None:
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    cfg = dataclasses.replace(small_store_config, out=tmp_path / "niced.h5", augment=(), workers=2)
+    def spy(self, receipt):
+        returned.append(receipt.data is not None and receipt.path is None)
+        return real(self, receipt)
+
+    monkeypatch.setattr(StoreWriter, "commit", spy)
+    cfg = dataclasses.replace(small_store_config, out=tmp_path / "remote.h5", workers=2, min_clips_per_worker=1,
+                              task_clips=4)
     featurize(cfg, progress=False, log=quiet)
-    assert os.getpriority(os.PRIO_PROCESS, 0) == own  # the parent, which commits, is not lowered
-    assert min(own + featurize_mod.WORKER_NICE, 19) in _loky_worker_niceness()
-
-
-def test_a_thread_backend_leaves_the_priority_of_the_parents_threads_as_it_is(small_store_config, tmp_path: Path,
-                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    seen: list[int] = []
-    real = featurize_mod.process_chunk
-
-    def chunk(jobs, **kwargs):
-        out = real(jobs, **kwargs)
-        seen.append(os.getpriority(os.PRIO_PROCESS, 0))  # Linux: this thread's; elsewhere the process's
-        return out
-
-    monkeypatch.setattr(featurize_mod, "process_chunk", chunk)
-    monkeypatch.setattr(featurize_mod, "_WORKER_PID", None)  # set up again, as a fresh worker would be
-    cfg = dataclasses.replace(small_store_config, out=tmp_path / "threads.h5", augment=(), workers=2,
-                              backend="threading")
-    featurize(cfg, progress=False, log=quiet)
-    assert seen and set(seen) == {own}  # its workers are the parent's own threads
+    assert returned and all(returned)
+    assert_same_store(small_store, cfg.out)
 
 
 # -- bad input -----------------------------------------------------------------------------------
