@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from ser.corpus.scan import ADAPTERS, CLIP_COLUMNS, DATASETS, ScanResult, detect_dataset, scan
+from ser.corpus.adapters import ADAPTERS
+from ser.corpus.scan import CLIP_COLUMNS, DATASETS, ScanResult, detect_dataset, scan
 from ser.errors import CorpusError, SerError
 
 EMODB = Path(__file__).resolve().parents[3] / "shared" / "data" / "emodb"

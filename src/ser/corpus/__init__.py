@@ -1,1 +1,2 @@
-"""Corpora as folders of audio: adapters, the scan into a clip table, splits, synthetic corpora."""
+"""Corpora as folders of audio: adapters (each corpus's file names), the scan into a clip table,
+splits, synthetic corpora."""

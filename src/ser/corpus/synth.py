@@ -238,6 +238,329 @@ def _stft_filter(x: np.ndarray, gains: np.ndarray, n_fft: int) -> np.ndarray:
     return y[hop : hop + n]
 
 
+def _check_voice_args(emotion: str, duration_s: float, sr: int, speaker_f0: float) -> None:
+    """Raise SerError for an argument :func:`synth_voice` cannot honour (see its Raises)."""
+    if emotion not in EMOTION_STYLES:
+        raise SerError(
+            f"cannot synthesise emotion {emotion!r}; known: {', '.join(EMOTION_STYLES)}"
+        )
+    if not np.isfinite(duration_s) or duration_s < 0:
+        raise SerError(f"duration_s must be a finite number >= 0, got {duration_s!r}")
+    if sr < 4000:
+        raise SerError(f"sr must be at least 4000 Hz, got {sr!r}")
+    if not (30.0 <= speaker_f0 <= 600.0):
+        raise SerError(f"speaker_f0 must be within 30-600 Hz, got {speaker_f0!r}")
+
+
+@dataclass(frozen=True)
+class _Syllables:
+    """One clip's syllables: where they lie and how each is spoken.
+
+    Attributes:
+        t0, t1: start and end of the speech (after the lead, before the trail), in seconds.
+        bounds: shape (n_syl + 1,), syllable boundaries from ``t0`` to ``t1``, in seconds.
+        stress: shape (n_syl,), amplitude factor of each syllable (0 for a pause).
+        creaky: shape (n_syl,), bool, whether the syllable carries the clip's creak.
+        fricative: shape (n_syl,), bool, whether it opens with a noise burst.
+        fric_len: shape (n_syl,), the burst's decay time constant, in seconds.
+    """
+
+    t0: float
+    t1: float
+    bounds: np.ndarray
+    stress: np.ndarray
+    creaky: np.ndarray
+    fricative: np.ndarray
+    fric_len: np.ndarray
+
+    @property
+    def n_syl(self) -> int:
+        return self.stress.shape[0]
+
+    @property
+    def starts(self) -> np.ndarray:
+        return self.bounds[:-1]
+
+    @property
+    def ends(self) -> np.ndarray:
+        return self.bounds[1:]
+
+    @property
+    def centers(self) -> np.ndarray:
+        return 0.5 * (self.starts + self.ends)
+
+
+def _draw_syllables(
+    emotion: str, st: EmotionStyle, dur: float, rng: np.random.Generator
+) -> _Syllables:
+    """Syllable timing at the style's rate (gamma-distributed lengths), stress and pauses.
+
+    ``dur`` is the clip length in seconds; the lead and trail silences are 0.03-0.2 s each,
+    at most a fifth of the clip.
+    """
+    lead = min(rng.uniform(0.03, 0.20), 0.2 * dur)
+    trail = min(rng.uniform(0.03, 0.20), 0.2 * dur)
+    t0, t1 = lead, dur - trail
+    n_syl = max(1, int(round((t1 - t0) * st.rate_sps)))
+    lengths = rng.gamma(8.0, 1.0, size=n_syl)
+    bounds = t0 + (t1 - t0) * np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
+    stress = rng.lognormal(0.0, 0.25, size=n_syl)
+    pause_p = {"SAD": 0.12, "DIS": 0.10, "BOR": 0.10, "NEU": 0.05}.get(emotion, 0.03)
+    pause = rng.random(n_syl) < pause_p
+    # Never pause on the first or last syllable: the clip would start or end in silence.
+    if n_syl > 2:
+        pause[[0, -1]] = False
+    else:
+        pause[:] = False
+    stress[pause] = 0.0
+    creaky = rng.random(n_syl) < 0.5
+    fricative = rng.random(n_syl) < 0.5
+    fric_len = rng.uniform(0.008, 0.02, size=n_syl)  # decay time constant, s
+    return _Syllables(t0, t1, bounds, stress, creaky, fricative, fric_len)
+
+
+@dataclass(frozen=True)
+class _Controls:
+    """Slow controls on a 1 ms grid, interpolated to samples where they are used.
+
+    Attributes:
+        tg: shape (m,), the grid, in seconds from the clip's start.
+        env: shape (m,), the syllable amplitude envelope (raised sine ** attack, times stress).
+        burst: shape (m,), the fricative bursts' envelope (exponential decay from onsets).
+        creak: shape (m,), creak depth (0-1): the style's creak on creaky syllables.
+    """
+
+    tg: np.ndarray
+    env: np.ndarray
+    burst: np.ndarray
+    creak: np.ndarray
+
+
+def _syllable_controls(syl: _Syllables, st: EmotionStyle, dur: float) -> _Controls:
+    """The envelope, burst and creak tracks of ``syl`` over a clip of ``dur`` seconds."""
+    # A 1 ms grid is 16x cheaper than samples at 16 kHz, and a 1 ms linear ramp is below what
+    # any frame-based feature can see.
+    tg = np.arange(int(np.ceil(dur / 0.001)) + 1) * 0.001
+    idx = np.clip(np.searchsorted(syl.bounds, tg, side="right") - 1, 0, syl.n_syl - 1)
+    inside = (tg >= syl.t0) & (tg < syl.t1)
+    starts, ends, stress = syl.starts, syl.ends, syl.stress
+    u = np.clip((tg - starts[idx]) / (ends[idx] - starts[idx]), 0.0, 1.0)
+    env_g = np.where(inside, np.sin(np.pi * u) ** st.attack * stress[idx], 0.0)
+    since = tg - starts[idx]
+    burst_g = np.where(
+        inside & syl.fricative[idx] & (stress[idx] > 0) & (since < 3 * syl.fric_len[idx]),
+        np.exp(-since / syl.fric_len[idx]),
+        0.0,
+    )
+    creak_g = st.creak * syl.creaky[idx]
+    return _Controls(tg, env_g, burst_g, creak_g)
+
+
+def _f0_track(
+    syl: _Syllables, st: EmotionStyle, speaker_f0: float, t: np.ndarray, sr: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The f0 of every sample, in Hz, shape ``t.shape``: intonation, tremor and jitter.
+
+    Per-syllable pitch targets (spread ``st.range_st`` semitones) plus a declination are
+    smoothed at a 5 ms control rate, a 4-7 Hz tremor is added, and each glottal period gets a
+    random jitter factor; the result is clipped to 40 Hz .. 0.45 * sr.
+    """
+    n = t.shape[0]
+    dur = n / sr
+    t0, t1, centers = syl.t0, syl.t1, syl.centers
+    ctl_dt = 0.005
+    tc = np.arange(0.0, dur + ctl_dt, ctl_dt)
+    targets = st.range_st * rng.standard_normal(syl.n_syl)
+    decl = rng.uniform(1.0, 3.0)  # semitones of declination over the utterance
+    targets += decl * (0.5 - (centers - t0) / max(t1 - t0, 1e-9))
+    contour = np.interp(tc, centers, targets)
+    k = max(1, int(round(0.06 / ctl_dt)))
+    contour = np.convolve(np.pad(contour, (k, k), mode="edge"), np.ones(k) / k, mode="same")[k:-k]
+    trem_hz = rng.uniform(4.0, 7.0)
+    contour += st.tremor_st * np.sin(2 * np.pi * trem_hz * tc + rng.uniform(0, 2 * np.pi))
+    # Exponentiate at the control rate, then interpolate: the contour is smooth there.
+    f0_c = speaker_f0 * 2.0 ** ((st.pitch_st + contour) / 12.0)
+    f0 = np.interp(t, tc, f0_c)
+    # Jitter: one random factor per (approximate) glottal period, held over the period.
+    period = max(1, int(round(sr / float(np.mean(f0_c)))))
+    jitter = 1.0 + st.jitter * rng.standard_normal(-(-n // period))
+    f0 *= np.repeat(jitter, period)[:n]
+    np.clip(f0, 40.0, 0.45 * sr, out=f0)
+    return f0
+
+
+def _glottal_source(
+    f0: np.ndarray, t: np.ndarray, ctl: _Controls, sr: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """The voiced source: a PolyBLEP saw following ``f0`` with shimmer and creak.
+
+    Args:
+        f0: shape (n,), Hz. t: shape (n,), sample times in seconds.
+    Returns:
+        (saw, voiced): shape (n,) float32 each, the bare sawtooth (the breath gate reads it)
+        and the saw with per-cycle shimmer and alternating-period creak applied.
+    """
+    f32 = np.float32
+    dt = f0 / sr
+    phase = np.cumsum(dt)  # float64: float32 would drift over a clip
+    phase += rng.random()
+    saw = _polyblep_saw(phase, dt)
+    cycle = phase.astype(np.int64)  # phase > 0, so truncation is floor
+    cycle -= cycle[0]
+    shimmer = np.exp(0.08 * rng.standard_normal(int(cycle[-1]) + 1)).astype(f32)
+    creak = np.interp(t, ctl.tg, ctl.creak).astype(f32)
+    creak *= (cycle & 1).astype(f32)
+    voiced = shimmer[cycle]
+    voiced *= 1.0 - creak
+    voiced *= saw
+    return saw, voiced
+
+
+def _excitation(
+    saw: np.ndarray, voiced: np.ndarray, noise: np.ndarray, env: np.ndarray, nhr_db: float
+) -> np.ndarray:
+    """Voiced source plus cycle-gated breath noise, under the syllable envelope.
+
+    All arrays shape (n,), float32; ``noise`` is unit white noise (left unchanged), ``nhr_db``
+    the breath-to-harmonic ratio. ``voiced`` is overwritten and returned.
+    """
+    # Breath noise is strongest in the open phase: a triangular gate over each cycle.
+    breath = np.abs(saw)
+    breath *= 0.8
+    breath += 0.2
+    breath *= noise
+    breath *= np.float32(np.sqrt(1.0 / 3.0) * 10 ** (nhr_db / 20.0))
+    excitation = voiced
+    excitation += breath
+    excitation *= env
+    return excitation
+
+
+def _vowel_formants(
+    syl: _Syllables, st: EmotionStyle, speaker_f0: float, text: str | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Formant targets of each syllable's vowel, shape (n_syl, 4), in Hz (F1-F4).
+
+    The vowel sequence comes from ``text`` when given (same sentence, same vowels), else from
+    ``rng``; formants scale with the speaker's vocal-tract length, the style's shift and a
+    small per-clip articulation factor.
+    """
+    if text is None:
+        vowels = rng.integers(0, len(_VOWELS), size=syl.n_syl)
+    else:
+        seq = np.random.default_rng(zlib.crc32(text.encode())).integers(0, len(_VOWELS), 64)
+        vowels = seq[np.arange(syl.n_syl) % 64]
+    vt_scale = (speaker_f0 / 115.0) ** 0.3 * (1.0 + st.formant_shift)
+    vt_scale *= np.exp(0.03 * rng.standard_normal(4))  # this clip's articulation
+    return _VOWELS[vowels] * vt_scale
+
+
+def _formant_gains(
+    tf: np.ndarray, centers: np.ndarray, targets_f: np.ndarray, freqs: np.ndarray,
+    tilt_db_oct: float,
+) -> np.ndarray:
+    """The vocal-tract filter's magnitude per (frame, bin), shape (len(tf), len(freqs)), float32.
+
+    Args:
+        tf: frame centre times, s. centers: syllable centre times, s, shape (n_syl,).
+        targets_f: (n_syl, 4) formant targets, Hz, interpolated between syllable centres.
+        freqs: (bins,) float32 bin frequencies, Hz. tilt_db_oct: spectral tilt above 300 Hz.
+    """
+    f32 = np.float32
+    # Cascade of second-order resonators: unit gain at DC, a peak of F/B at each formant.
+    # |H_i|^2 = 1 / ((1 - (f/F_i)^2)^2 + (B_i f / F_i^2)^2); one sqrt for the whole cascade.
+    den = np.ones((tf.shape[0], freqs.shape[0]), dtype=f32)
+    for i in range(4):
+        inv = (1.0 / np.interp(tf, centers, targets_f[:, i])).astype(f32)[:, None]
+        ratio = freqs * inv  # (frames, bins)
+        b = ratio * (f32(_BANDWIDTHS[i]) * inv)
+        b *= b
+        ratio *= ratio
+        np.subtract(1.0, ratio, out=ratio)
+        ratio *= ratio
+        ratio += b
+        den *= ratio
+    tilt = 10.0 ** (tilt_db_oct / 20.0 * np.log2(np.maximum(freqs, 300.0) / 300.0))
+    highpass = 1.0 / (1.0 + (80.0 / np.maximum(freqs, 1.0)) ** 4)
+    gains = np.sqrt(den)
+    np.divide((tilt * highpass).astype(f32), gains, out=gains)
+    return gains
+
+
+def _vocal_tract(
+    excitation: np.ndarray, syl: _Syllables, st: EmotionStyle, speaker_f0: float,
+    text: str | None, sr: int, rng: np.random.Generator,
+) -> np.ndarray:
+    """Filter the excitation (shape (n,), float32) through moving formants and the tilt.
+
+    The filter is applied in the STFT domain, ~32 ms frames at half overlap; returns the
+    speech, shape (n,), float32.
+    """
+    n = excitation.shape[0]
+    n_fft = 1 << int(np.ceil(np.log2(0.032 * sr)))
+    hop = n_fft // 2
+    n_frames = -(-n // hop) + 1
+    tf = np.arange(n_frames) * hop / sr
+    targets_f = _vowel_formants(syl, st, speaker_f0, text, rng)
+    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr).astype(np.float32)
+    gains = _formant_gains(tf, syl.centers, targets_f, freqs, st.tilt_db_oct)
+    return _stft_filter(excitation, gains, n_fft)
+
+
+def _fricative_bursts(noise: np.ndarray, t: np.ndarray, ctl: _Controls) -> np.ndarray:
+    """Fricative-like bursts at syllable onsets: differenced noise (a high-pass), shape (n,).
+
+    ``noise`` is the breath's noise row, reused (left unchanged): bursts sit at syllable
+    onsets, where breath is gated off. Unit level; :func:`_mix_levels` scales it.
+    """
+    fric = np.empty(t.shape[0], dtype=np.float32)
+    fric[0] = noise[0]
+    np.subtract(noise[1:], noise[:-1], out=fric[1:])
+    fric *= np.interp(t, ctl.tg, ctl.burst).astype(np.float32)
+    return fric
+
+
+def _mix_levels(
+    speech: np.ndarray, fric: np.ndarray, bg: np.ndarray, env: np.ndarray, st: EmotionStyle,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Set the levels and sum: speech at the style's loudness, bursts, background noise.
+
+    Args:
+        speech, fric, env: shape (n,), float32 (``speech`` and ``fric`` are scaled in place).
+        bg: shape (n,), float32 unit white noise, overwritten with the background noise.
+    Returns:
+        shape (n,), float32: the mix (``speech``'s buffer), before the limiter.
+    """
+    f32 = np.float32
+    # The voiced-part RMS sits at the emotion's loudness, plus a random recording gain.
+    active = env > 0.3 * max(float(env.max()), 1e-12)
+    voiced_part = speech[active].astype(np.float64)
+    rms = float(np.sqrt(np.mean(voiced_part**2))) if voiced_part.size else 0.0
+    level_db = _BASE_LEVEL_DBFS + st.loud_db + rng.normal(0.0, 2.0)
+    y = speech
+    y *= f32(10 ** (level_db / 20.0) / rms if rms > 0 else 0.0)
+    fric *= f32(10 ** ((level_db + rng.uniform(-20.0, -12.0)) / 20.0))
+    y += fric
+    # Background noise, gently darker than white (a two-tap average).
+    bg[1:] += bg[:-1]
+    bg *= f32(0.5 * 10 ** (rng.uniform(-62.0, -50.0) / 20.0))
+    y += bg
+    return y
+
+
+def _limit(y: np.ndarray) -> np.ndarray:
+    """Scale ``y`` (in place) so that its peak stays under :data:`_PEAK`; returns it."""
+    peak = float(np.max(np.abs(y)))
+    if peak > _PEAK:
+        # A limiter, in effect: loud anger gets scaled down (a hair under 0.99, so float32
+        # rounding cannot push it over).
+        y *= np.float32(0.999 * _PEAK / peak)
+    return y
+
+
 def synth_voice(
     emotion: str,
     *,
@@ -269,167 +592,26 @@ def synth_voice(
         SerError: an unknown emotion, a negative duration, a sample rate below 4 kHz, or a
             speaker f0 outside 30-600 Hz.
     """
-    if emotion not in EMOTION_STYLES:
-        raise SerError(
-            f"cannot synthesise emotion {emotion!r}; known: {', '.join(EMOTION_STYLES)}"
-        )
-    if not np.isfinite(duration_s) or duration_s < 0:
-        raise SerError(f"duration_s must be a finite number >= 0, got {duration_s!r}")
-    if sr < 4000:
-        raise SerError(f"sr must be at least 4000 Hz, got {sr!r}")
-    if not (30.0 <= speaker_f0 <= 600.0):
-        raise SerError(f"speaker_f0 must be within 30-600 Hz, got {speaker_f0!r}")
+    _check_voice_args(emotion, duration_s, sr, speaker_f0)
     n = int(round(duration_s * sr))
     if n == 0:
         return np.zeros(0, dtype=np.float32)
-
+    # The steps draw from rng in this order; changing it changes every synthetic corpus.
     st = _draw_style(emotion, rng, intensity)
     dur = n / sr
-    f32 = np.float32
     # Sample-rate arrays are float32 (half the memory traffic); the phase stays float64.
     t = np.arange(n, dtype=np.float64) / sr
-
-    # --- syllables: timing, envelope, stress, pauses -----------------------------------
-    lead = min(rng.uniform(0.03, 0.20), 0.2 * dur)
-    trail = min(rng.uniform(0.03, 0.20), 0.2 * dur)
-    t0, t1 = lead, dur - trail
-    n_syl = max(1, int(round((t1 - t0) * st.rate_sps)))
-    lengths = rng.gamma(8.0, 1.0, size=n_syl)
-    bounds = t0 + (t1 - t0) * np.concatenate([[0.0], np.cumsum(lengths) / lengths.sum()])
-    starts, ends = bounds[:-1], bounds[1:]
-    centers = 0.5 * (starts + ends)
-    stress = rng.lognormal(0.0, 0.25, size=n_syl)
-    pause_p = {"SAD": 0.12, "DIS": 0.10, "BOR": 0.10, "NEU": 0.05}.get(emotion, 0.03)
-    pause = rng.random(n_syl) < pause_p
-    if n_syl > 2:
-        pause[[0, -1]] = False
-    else:
-        pause[:] = False
-    stress[pause] = 0.0
-    creaky_syl = rng.random(n_syl) < 0.5
-    fricative = rng.random(n_syl) < 0.5
-    fric_len = rng.uniform(0.008, 0.02, size=n_syl)  # decay time constant, s
-
-    # Slow controls live on a 1 ms grid and are interpolated to samples: it is 16x cheaper
-    # at 16 kHz, and a 1 ms linear ramp is below what any frame-based feature can see.
-    tg = np.arange(int(np.ceil(dur / 0.001)) + 1) * 0.001
-    idx = np.clip(np.searchsorted(bounds, tg, side="right") - 1, 0, n_syl - 1)
-    inside = (tg >= t0) & (tg < t1)
-    u = np.clip((tg - starts[idx]) / (ends[idx] - starts[idx]), 0.0, 1.0)
-    env_g = np.where(inside, np.sin(np.pi * u) ** st.attack * stress[idx], 0.0)
-    since = tg - starts[idx]
-    burst_g = np.where(
-        inside & fricative[idx] & (stress[idx] > 0) & (since < 3 * fric_len[idx]),
-        np.exp(-since / fric_len[idx]),
-        0.0,
-    )
-    creak_g = st.creak * creaky_syl[idx]
-
-    # --- intonation: per-syllable targets at a 5 ms control rate, smoothed -------------
-    ctl_dt = 0.005
-    tc = np.arange(0.0, dur + ctl_dt, ctl_dt)
-    targets = st.range_st * rng.standard_normal(n_syl)
-    decl = rng.uniform(1.0, 3.0)  # semitones of declination over the utterance
-    targets += decl * (0.5 - (centers - t0) / max(t1 - t0, 1e-9))
-    contour = np.interp(tc, centers, targets)
-    k = max(1, int(round(0.06 / ctl_dt)))
-    contour = np.convolve(np.pad(contour, (k, k), mode="edge"), np.ones(k) / k, mode="same")[k:-k]
-    trem_hz = rng.uniform(4.0, 7.0)
-    contour += st.tremor_st * np.sin(2 * np.pi * trem_hz * tc + rng.uniform(0, 2 * np.pi))
-    # Exponentiate at the control rate, then interpolate: the contour is smooth there.
-    f0_c = speaker_f0 * 2.0 ** ((st.pitch_st + contour) / 12.0)
-    f0 = np.interp(t, tc, f0_c)
-    # Jitter: one random factor per (approximate) glottal period, held over the period.
-    period = max(1, int(round(sr / float(np.mean(f0_c)))))
-    jitter = 1.0 + st.jitter * rng.standard_normal(-(-n // period))
-    f0 *= np.repeat(jitter, period)[:n]
-    np.clip(f0, 40.0, 0.45 * sr, out=f0)
-
-    # --- source: PolyBLEP saw + shimmer + creak + cycle-gated breath noise -------------
-    dt = f0 / sr
-    phase = np.cumsum(dt)
-    phase += rng.random()
-    saw = _polyblep_saw(phase, dt)
-    cycle = phase.astype(np.int64)  # phase > 0, so truncation is floor
-    cycle -= cycle[0]
-    shimmer = np.exp(0.08 * rng.standard_normal(int(cycle[-1]) + 1)).astype(f32)
-    creak = np.interp(t, tg, creak_g).astype(f32)
-    creak *= (cycle & 1).astype(f32)
-    voiced = shimmer[cycle]
-    voiced *= 1.0 - creak
-    voiced *= saw
-    noise = rng.standard_normal((2, n), dtype=f32)
-    # Breath noise is strongest in the open phase: a triangular gate over each cycle.
-    breath = np.abs(saw)
-    breath *= 0.8
-    breath += 0.2
-    breath *= noise[0]
-    breath *= f32(np.sqrt(1.0 / 3.0) * 10 ** (st.nhr_db / 20.0))
-    env = np.interp(t, tg, env_g).astype(f32)
-    excitation = voiced
-    excitation += breath
-    excitation *= env
-
-    # --- filter: formant tracks and spectral tilt, in the STFT domain -----------------
-    n_fft = 1 << int(np.ceil(np.log2(0.032 * sr)))
-    hop = n_fft // 2
-    n_frames = -(-n // hop) + 1
-    tf = np.arange(n_frames) * hop / sr
-    if text is None:
-        vowels = rng.integers(0, len(_VOWELS), size=n_syl)
-    else:
-        seq = np.random.default_rng(zlib.crc32(text.encode())).integers(0, len(_VOWELS), 64)
-        vowels = seq[np.arange(n_syl) % 64]
-    vt_scale = (speaker_f0 / 115.0) ** 0.3 * (1.0 + st.formant_shift)
-    vt_scale *= np.exp(0.03 * rng.standard_normal(4))  # this clip's articulation
-    targets_f = _VOWELS[vowels] * vt_scale  # (n_syl, 4)
-    freqs = np.fft.rfftfreq(n_fft, 1.0 / sr).astype(f32)
-    # Cascade of second-order resonators: unit gain at DC, a peak of F/B at each formant.
-    # |H_i|^2 = 1 / ((1 - (f/F_i)^2)^2 + (B_i f / F_i^2)^2); one sqrt for the whole cascade.
-    den = np.ones((n_frames, freqs.shape[0]), dtype=f32)
-    for i in range(4):
-        inv = (1.0 / np.interp(tf, centers, targets_f[:, i])).astype(f32)[:, None]
-        ratio = freqs * inv  # (frames, bins)
-        b = ratio * (f32(_BANDWIDTHS[i]) * inv)
-        b *= b
-        ratio *= ratio
-        np.subtract(1.0, ratio, out=ratio)
-        ratio *= ratio
-        ratio += b
-        den *= ratio
-    tilt = 10.0 ** (st.tilt_db_oct / 20.0 * np.log2(np.maximum(freqs, 300.0) / 300.0))
-    highpass = 1.0 / (1.0 + (80.0 / np.maximum(freqs, 1.0)) ** 4)
-    gains = np.sqrt(den)
-    np.divide((tilt * highpass).astype(f32), gains, out=gains)
-    speech = _stft_filter(excitation, gains, n_fft)
-
-    # --- fricative-like bursts at syllable onsets (differenced noise: a high-pass) -----
-    # The breath row is reused: bursts sit at syllable onsets, where breath is gated off.
-    fric = np.empty(n, dtype=f32)
-    fric[0] = noise[0, 0]
-    np.subtract(noise[0, 1:], noise[0, :-1], out=fric[1:])
-    fric *= np.interp(t, tg, burst_g).astype(f32)
-
-    # --- levels: voiced-part RMS at the emotion's loudness, plus a random recording gain ----
-    active = env > 0.3 * max(float(env.max()), 1e-12)
-    voiced_part = speech[active].astype(np.float64)
-    rms = float(np.sqrt(np.mean(voiced_part**2))) if voiced_part.size else 0.0
-    level_db = _BASE_LEVEL_DBFS + st.loud_db + rng.normal(0.0, 2.0)
-    y = speech
-    y *= f32(10 ** (level_db / 20.0) / rms if rms > 0 else 0.0)
-    fric *= f32(10 ** ((level_db + rng.uniform(-20.0, -12.0)) / 20.0))
-    y += fric
-    # Background noise, gently darker than white (a two-tap average).
-    bg = noise[1]
-    bg[1:] += noise[1, :-1]
-    bg *= f32(0.5 * 10 ** (rng.uniform(-62.0, -50.0) / 20.0))
-    y += bg
-    peak = float(np.max(np.abs(y)))
-    if peak > _PEAK:
-        # A limiter, in effect: loud anger gets scaled down (a hair under 0.99, so float32
-        # rounding cannot push it over).
-        y *= f32(0.999 * _PEAK / peak)
-    return y
+    syl = _draw_syllables(emotion, st, dur, rng)
+    ctl = _syllable_controls(syl, st, dur)
+    f0 = _f0_track(syl, st, speaker_f0, t, sr, rng)
+    saw, voiced = _glottal_source(f0, t, ctl, sr, rng)
+    noise = rng.standard_normal((2, n), dtype=np.float32)  # row 0: breath and bursts; 1: room
+    env = np.interp(t, ctl.tg, ctl.env).astype(np.float32)
+    excitation = _excitation(saw, voiced, noise[0], env, st.nhr_db)
+    speech = _vocal_tract(excitation, syl, st, speaker_f0, text, sr, rng)
+    fric = _fricative_bursts(noise[0], t, ctl)
+    y = _mix_levels(speech, fric, noise[1], env, st, rng)
+    return _limit(y)
 
 
 # --------------------------------------------------------------------------------------------
@@ -638,6 +820,58 @@ def _stratified_head(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame
     return frame.loc[np.sort(pick.index[:limit])]
 
 
+def _read_clip_list(clips_csv: str | Path, *, limit: int | None, seed: int) -> pd.DataFrame:
+    """A CREMA-D clip list (``file, [wav_bytes,] duration_s``) plus an ``emotion`` column.
+
+    With ``limit``, only a seeded, emotion-stratified sample of that many rows, in the list's
+    order. Raises SerError naming the list: a missing column, a missing or negative duration,
+    a file name that is not CREMA-D's, or a negative limit.
+    """
+    clips = pd.read_csv(clips_csv)
+    missing = {"file", "duration_s"} - set(clips.columns)
+    if missing:
+        raise SerError(f"{clips_csv}: missing column(s) {sorted(missing)}")
+    if clips["duration_s"].isna().any() or (clips["duration_s"] < 0).any():
+        raise SerError(f"{clips_csv}: duration_s must be present and >= 0 on every row")
+    clips = clips.assign(emotion=[_parse_cremad_name(f)[2] for f in clips["file"]])
+    if limit is not None:
+        if limit < 0:
+            raise SerError(f"limit must be >= 0, got {limit!r}")
+        clips = _stratified_head(clips, limit, seed)
+    return clips
+
+
+def _clip_durations(clips: pd.DataFrame, sr: int) -> np.ndarray:
+    """Each clip's length, in seconds, shape (len(clips),): exact sample counts where known."""
+    durations = clips["duration_s"].to_numpy(dtype=float)
+    if sr == 16000 and "wav_bytes" in clips.columns:
+        # The real list's durations are rounded to 0.1 ms; its byte counts (a 44-byte header
+        # plus 2 bytes a sample) give CREMA-D's exact sample counts. Use them where they agree.
+        exact = (clips["wav_bytes"].to_numpy(dtype=float) - _WAV_HEADER_BYTES) / 2.0
+        agree = (exact >= 0) & (exact == np.round(exact)) & (np.abs(exact - durations * sr) <= 1.0)
+        durations = np.where(agree, exact / sr, durations)
+    return durations
+
+
+def _write_full_parallel(
+    wav_dir: Path, items: list[tuple[str, float]], sr: int, seed: int, n_jobs: int
+) -> list[tuple[str, int, str, str, str, float]]:
+    """:func:`_write_full_chunk` over joblib worker processes; rows in ``items``' order."""
+    from joblib import Parallel, delayed, effective_n_jobs
+
+    workers = effective_n_jobs(n_jobs)
+    # A few chunks per worker: low per-task overhead, still balanced at the tail.
+    n_chunks = min(len(items), 8 * workers)
+    chunks = [items[i::n_chunks] for i in range(n_chunks)]
+    parts = Parallel(n_jobs=n_jobs)(
+        delayed(_write_full_chunk)(wav_dir, c, sr, seed) for c in chunks
+    )
+    rows = [r for part in parts for r in part]
+    position = {name: i for i, (name, _) in enumerate(items)}
+    rows.sort(key=lambda r: position[r[0]])
+    return rows
+
+
 def make_cremad_full(
     root: str | Path,
     *,
@@ -668,42 +902,15 @@ def make_cremad_full(
         one row per file, in the list's order: ``file``, ``actor``, ``sentence``, ``emotion``,
         ``level``, ``duration_s`` (samples / sr, in seconds).
     """
-    clips = pd.read_csv(clips_csv)
-    missing = {"file", "duration_s"} - set(clips.columns)
-    if missing:
-        raise SerError(f"{clips_csv}: missing column(s) {sorted(missing)}")
-    if clips["duration_s"].isna().any() or (clips["duration_s"] < 0).any():
-        raise SerError(f"{clips_csv}: duration_s must be present and >= 0 on every row")
-    clips = clips.assign(emotion=[_parse_cremad_name(f)[2] for f in clips["file"]])
-    if limit is not None:
-        if limit < 0:
-            raise SerError(f"limit must be >= 0, got {limit!r}")
-        clips = _stratified_head(clips, limit, seed)
-    durations = clips["duration_s"].to_numpy(dtype=float)
-    if sr == 16000 and "wav_bytes" in clips.columns:
-        # The real list's durations are rounded to 0.1 ms; its byte counts (a 44-byte header
-        # plus 2 bytes a sample) give CREMA-D's exact sample counts. Use them where they agree.
-        exact = (clips["wav_bytes"].to_numpy(dtype=float) - _WAV_HEADER_BYTES) / 2.0
-        agree = (exact >= 0) & (exact == np.round(exact)) & (np.abs(exact - durations * sr) <= 1.0)
-        durations = np.where(agree, exact / sr, durations)
+    clips = _read_clip_list(clips_csv, limit=limit, seed=seed)
+    durations = _clip_durations(clips, sr)
     wav_dir = Path(root) / "AudioWAV"
     wav_dir.mkdir(parents=True, exist_ok=True)
     items = list(zip(clips["file"], durations.tolist()))
     if n_jobs == 1 or len(items) < 2:
         rows = _write_full_chunk(wav_dir, items, sr, seed)
     else:
-        from joblib import Parallel, delayed, effective_n_jobs
-
-        workers = effective_n_jobs(n_jobs)
-        # A few chunks per worker: low per-task overhead, still balanced at the tail.
-        n_chunks = min(len(items), 8 * workers)
-        chunks = [items[i::n_chunks] for i in range(n_chunks)]
-        parts = Parallel(n_jobs=n_jobs)(
-            delayed(_write_full_chunk)(wav_dir, c, sr, seed) for c in chunks
-        )
-        rows = [r for part in parts for r in part]
-        position = {name: i for i, (name, _) in enumerate(items)}
-        rows.sort(key=lambda r: position[r[0]])
+        rows = _write_full_parallel(wav_dir, items, sr, seed, n_jobs)
     return pd.DataFrame(
         rows, columns=["file", "actor", "sentence", "emotion", "level", "duration_s"]
     )
