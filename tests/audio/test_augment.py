@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ser.audio.augment import (AUGMENTATIONS, add_noise, clip_rng, parse_augment, pitch_shift, time_shift,
-                         time_stretch, variants)
+from ser.audio.augment import (AUGMENTATIONS, add_noise, clip_rng, parse_augment, pitch_shift, shifted,
+                               time_shift, time_stretch, variants)
 from ser.errors import SerError
 from ser.corpus.synth import synth_voice
 
@@ -125,14 +125,33 @@ def test_clip_rng_depends_on_seed_clip_and_augmentation_not_on_order() -> None:
 
 def test_variants_start_with_the_original_and_are_reproducible(y: np.ndarray) -> None:
     out = variants(y, sr=SR, clip_id="1001_DFA_HAP_XX", augment=("noise", "shift"), seed=42)
-    assert [name for name, _ in out] == ["none", "noise", "shift"]
-    np.testing.assert_array_equal(out[0][1], y)
+    assert [v.name for v in out] == ["none", "noise", "shift"]
+    np.testing.assert_array_equal(out[0].wave, y)
     again = variants(y, sr=SR, clip_id="1001_DFA_HAP_XX", augment=("shift",), seed=42)
     # a copy does not depend on which other augmentations were asked for
-    np.testing.assert_array_equal(again[1][1], out[2][1])
+    np.testing.assert_array_equal(again[1].wave, out[2].wave)
     other = variants(y, sr=SR, clip_id="1002_DFA_HAP_XX", augment=("noise",), seed=42)
-    assert not np.array_equal(other[1][1], out[1][1])
-    assert variants(y, sr=SR, clip_id="x", augment=(), seed=1) == [("none", y)]
+    assert not np.array_equal(other[1].wave, out[1].wave)
+    assert variants(y, sr=SR, clip_id="x", augment=(), seed=1) == [("none", y, 0)]
+
+
+@pytest.mark.parametrize("clip_id", ["1001_DFA_HAP_XX", "1002_IEO_SAD_XX", "1003_ITH_ANG_XX", "1004_TIE_NEU_XX"])
+def test_the_shifted_variant_carries_its_shift_and_equals_time_shift(y: np.ndarray, clip_id: str) -> None:
+    out = variants(y, sr=SR, clip_id=clip_id, augment=tuple(AUGMENTATIONS), seed=7)
+    shifts = {v.name: v.shift for v in out}
+    assert shifts["none"] == 0 and shifts["noise"] is shifts["stretch"] is shifts["pitch"] is None
+    k = shifts["shift"]
+    assert isinstance(k, int) and k % 256 == 0  # whole STFT hops at 16 kHz
+    wave = out[[v.name for v in out].index("shift")].wave
+    # the same waveform time_shift gives with the same generator, and y moved by k, zero-filled
+    np.testing.assert_array_equal(wave, time_shift(y, sr=SR, rng=clip_rng(7, clip_id, "shift")))
+    np.testing.assert_array_equal(wave, shifted(y, k))
+
+
+def test_a_clip_too_short_for_one_step_is_shifted_by_whole_samples() -> None:
+    short = synth_voice("SAD", duration_s=0.02, sr=SR, rng=np.random.default_rng(3))  # 320 samples
+    shifts = {variants(short, sr=SR, clip_id=f"c{i}", augment=("shift",), seed=1)[1].shift for i in range(40)}
+    assert any(k % 256 for k in shifts) and all(abs(k) <= short.shape[0] // 2 for k in shifts)
 
 
 def test_parse_augment() -> None:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
-import threading
-import time
 from pathlib import Path
 from typing import Any
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Callable, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -179,8 +179,13 @@ def time_stretch(y: np.ndarray, *, sr: int, rng: np.random.Generator,
     return stretch(y, rate)
 
 
+#: time_shift's defaults: at most 0.3 s either way, in steps of 16 ms (one STFT hop at 16 kHz).
+MAX_SHIFT_S = 0.3
+SHIFT_STEP_S = 0.016
+
+
 def time_shift(y: np.ndarray, *, sr: int, rng: np.random.Generator,
-               max_shift_s: float = 0.3, step_s: float = 0.016) -> np.ndarray:
+               max_shift_s: float = MAX_SHIFT_S, step_s: float = SHIFT_STEP_S) -> np.ndarray:
     """Shift the signal in time by up to ``max_shift_s`` seconds either way, zero-filling.
 
     Zero-filling rather than rolling keeps the end of an utterance from wrapping to its start.
@@ -189,14 +194,21 @@ def time_shift(y: np.ndarray, *, sr: int, rng: np.random.Generator,
 
     The shift is a whole number of ``step_s`` (16 ms: 256 samples at 16 kHz, the default STFT
     hop), so the shifted copy's STFT frames are the original's and
-    :func:`ser.features.extractor.extract_many` computes them once. A clip too short for one step
-    shifts by whole samples.
+    :func:`ser.features.extractor.extract_many` computes them once, told the shift by
+    :func:`variants` (:func:`shift_samples` draws it). A clip too short for one step shifts by
+    whole samples.
     """
-    limit = min(int(max_shift_s * sr), y.shape[0] // 2)
+    return shifted(y, shift_samples(y.shape[0], sr=sr, rng=rng, max_shift_s=max_shift_s, step_s=step_s))
+
+
+def shift_samples(n: int, *, sr: int, rng: np.random.Generator, max_shift_s: float = MAX_SHIFT_S,
+                  step_s: float = SHIFT_STEP_S) -> int:
+    """The shift :func:`time_shift` applies to a clip of ``n`` samples, in samples (one draw)."""
+    limit = min(int(max_shift_s * sr), n // 2)
     step = max(1, int(round(step_s * sr)))
     if limit < step:
         step = 1
-    return shifted(y, step * int(rng.integers(-(limit // step), limit // step + 1)))
+    return step * int(rng.integers(-(limit // step), limit // step + 1))
 
 
 def shifted(y: np.ndarray, k: int) -> np.ndarray:
@@ -259,18 +271,32 @@ def clip_rng(seed: int, clip_id: str, augment: str) -> np.random.Generator:
     )
 
 
-def variants(y: np.ndarray, *, sr: int, clip_id: str, augment: Sequence[str],
-             seed: int) -> list[tuple[str, np.ndarray]]:
-    """The original (``"none"``) followed by one augmented copy per name in ``augment``.
+class Variant(NamedTuple):
+    """One waveform of a clip: the original or an augmented copy."""
 
-    Time stretch and pitch shift of the same waveform share one phase-vocoder analysis (the
-    results are the same as separate calls').
+    name: str             # "none" for the original, else the augmentation's name
+    wave: np.ndarray      # (n,) float32
+    shift: int | None     # the original moved this many samples later (earlier if < 0),
+                          # zero-filled; None: not a shifted copy of the original
+
+
+def variants(y: np.ndarray, *, sr: int, clip_id: str, augment: Sequence[str], seed: int) -> list[Variant]:
+    """The original (``"none"``, shift 0) followed by one augmented copy per name in ``augment``.
+
+    The time-shifted copy carries its shift, so that the features need not look for it
+    (:func:`ser.features.extractor.extract_variants`). Time stretch and pitch shift of the same
+    waveform share one phase-vocoder analysis (the results are the same as separate calls').
     """
-    out = [("none", y)]
+    out = [Variant("none", y, 0)]
     _shared.source, _shared.analysis = y, None
     try:
         for name in augment:
-            out.append((name, AUGMENTATIONS[name](y, sr=sr, rng=clip_rng(seed, clip_id, name))))
+            rng = clip_rng(seed, clip_id, name)
+            if name == "shift":  # time_shift's own draw, kept to hand the shift over
+                k = shift_samples(y.shape[0], sr=sr, rng=rng)
+                out.append(Variant(name, shifted(y, k), k))
+            else:
+                out.append(Variant(name, AUGMENTATIONS[name](y, sr=sr, rng=rng), None))
     finally:
         _shared.source = _shared.analysis = None
     return out

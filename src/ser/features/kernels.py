@@ -1,6 +1,7 @@
 """Compiled loops for the per-frame features numpy can only do in many passes: spectral rolloff,
 spectral contrast and the floored sums of spectral flatness (with numba, which librosa already
-depends on).
+depends on); and YIN's steps after the autocorrelation (:mod:`ser.features.pitch`), one pass per
+frame where librosa makes a dozen over every frame and lag.
 
 Each kernel takes a block of magnitudes laid out ``(bins, frames)``, as :mod:`ser.features.extractor`
 has them, and walks the bins once (twice for rolloff), updating one value per frame with loops
@@ -134,3 +135,73 @@ def flatness_terms(mag: np.ndarray, floor: float, quads: np.ndarray, power: np.n
         for t in range(n_frames):
             a = np.maximum(row[t], f)
             power[t] += a * a
+
+
+@njit(cache=True, nogil=True)
+def yin_f0(acf: np.ndarray, frames: np.ndarray, lo: int, hi: int, sr: float, threshold: float,
+           out: np.ndarray) -> None:
+    """YIN's f0 (Hz) of each frame from its autocorrelation: librosa.yin's cumulative mean
+    normalised difference, absolute threshold and parabolic refinement, to the bit.
+
+    ``acf``: ``(N, >= hi + 1)`` float32, lags 0..hi; ``frames``: ``(N, >= hi)`` float32, the
+    frames' first samples (their energy terms); ``lo``, ``hi``: the shortest and longest period
+    in lags; ``out``: ``(N,)`` float64. Each step keeps librosa's dtypes and order: float32
+    energies, differences and their running sum, float64 means and ratios, and librosa's
+    quirk that the first difference subtracts no energy. The parabola is fitted at the chosen
+    lag only (librosa fits one at every lag, then reads one).
+    """
+    n_lags = hi - lo + 1
+    cmnd = np.empty(n_lags, np.float64)
+    tiny = np.finfo(np.float64).tiny
+    two = np.float32(2)
+    for r in range(acf.shape[0]):
+        a0 = acf[r, 0]
+        energy = frames[r, 0] * frames[r, 0]
+        running = np.float32(0)
+        for k in range(1, hi + 1):
+            if k >= 2:
+                energy += frames[r, k - 1] * frames[r, k - 1]
+                d = two * (a0 - acf[r, k]) - energy
+            else:
+                d = two * (a0 - acf[r, k]) - np.float32(0)
+            running += d
+            if k >= lo:
+                cmnd[k - lo] = np.float64(d) / (np.float64(running) / np.float64(k) + tiny)
+        period = -1
+        for j in range(n_lags):
+            if cmnd[j] < threshold:
+                if j == 0:
+                    trough = cmnd[0] < cmnd[1]
+                elif j == n_lags - 1:
+                    trough = cmnd[j] < cmnd[j - 1]
+                else:
+                    trough = (cmnd[j] < cmnd[j - 1]) and (cmnd[j] <= cmnd[j + 1])
+                if trough:
+                    period = j
+                    break
+        if period < 0:  # np.argmin: the first minimum (the first NaN, if any)
+            period = 0
+            for j in range(1, n_lags):
+                if np.isnan(cmnd[period]):
+                    break
+                if cmnd[j] < cmnd[period] or np.isnan(cmnd[j]):
+                    period = j
+        shift = 0.0
+        if 0 < period < n_lags - 1:
+            a = cmnd[period + 1] + cmnd[period - 1] - 2 * cmnd[period]
+            b = (cmnd[period + 1] - cmnd[period - 1]) / 2
+            if not np.abs(b) >= np.abs(a):
+                shift = -b / a
+        out[r] = sr / ((lo + period) + shift)
+
+
+@njit(cache=True, nogil=True)
+def power_in_place(spec: np.ndarray) -> None:
+    """``spec`` (complex64, any shape) replaced by its power ``re^2 + im^2`` (float32, as
+    ``librosa.util.abs2`` computes it) with a zero imaginary part, in one pass: the complex
+    input an inverse real FFT reads without a conversion copy."""
+    flat = spec.reshape(-1)
+    for i in range(flat.shape[0]):
+        re = flat[i].real
+        im = flat[i].imag
+        flat[i] = complex(re * re + im * im, 0.0)

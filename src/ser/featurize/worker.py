@@ -20,7 +20,7 @@ import pandas as pd
 from ser.audio.augment import variants
 from ser.audio.decode import load_audio
 from ser.errors import AudioError
-from ser.features.extractor import FeatureConfig, extract_many
+from ser.features.extractor import FeatureConfig, extract_variants
 from ser.store.layout import CLIP_COLUMNS, FAILURE_COLUMNS
 from ser.store.parts import PartData, PartSpec, Receipt, write_part
 
@@ -126,14 +126,14 @@ def process_clip(path: str, clip_id: str, split: str, cfg: TaskConfig) -> ClipRe
                                           min_samples=features.n_fft // 4)
         names = cfg.augment if split == "train" else ()
         waves = variants(y, sr=features.sample_rate, clip_id=clip_id, augment=names, seed=cfg.seed)
-        out = extract_many([wave for _, wave in waves], features)
+        out = extract_variants(waves, features)
         finite = np.isfinite(out["descriptors"]).all(axis=1) & np.isfinite(out["mel"]).all(axis=(1, 2))
         if not finite.all():
-            bad = waves[int(np.argmin(finite))][0]
+            bad = waves[int(np.argmin(finite))].name
             raise AudioError(f"{path}: features are not finite for variant {bad!r}")
         result.descriptors = out["descriptors"]
         result.mel = out["mel"]
-        result.augments = [name for name, _ in waves]
+        result.augments = [v.name for v in waves]
         result.n_frames = [int(n) for n in out["n_frames"]]
     except AudioError as exc:
         result.error = str(exc)

@@ -19,7 +19,6 @@ import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
 
 from ser import __version__
