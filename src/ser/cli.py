@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -12,7 +13,27 @@ import click
 
 from ser.errors import SerError
 
-DATASETS = ["auto", "cremad", "emodb", "ravdess", "tess", "savee", "manifest"]
+class RegistryChoice(click.Choice):
+    """A ``click.Choice`` whose values are a library registry's names (``module.ATTR``: a dict's
+    keys or a tuple), read the first time click needs them. The CLI never retypes a list, and
+    ``ser --help`` or ``ser info`` do not import torch to build options they do not use."""
+
+    def __init__(self, module: str, attr: str) -> None:
+        # not click.Choice.__init__: it would read the choices now
+        self._source = (module, attr)
+        self._choices: tuple[str, ...] | None = None
+        self.case_sensitive = True
+
+    @property
+    def choices(self) -> tuple[str, ...]:  # type: ignore[override]
+        if self._choices is None:
+            module, attr = self._source
+            self._choices = tuple(getattr(importlib.import_module(module), attr))
+        return self._choices
+
+
+MODEL_CHOICE = RegistryChoice("ser.training.models", "MODELS")
+DEVICE_CHOICE = RegistryChoice("ser.training.device", "DEVICES")
 
 
 def _friendly_errors(fn: Callable) -> Callable:
@@ -54,7 +75,7 @@ def main() -> None:
               help="Store to write (resumed if it exists).")
 @click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1,
               help="Worker processes.")
-@click.option("--dataset", type=click.Choice(DATASETS), default="auto", help="Corpus layout.")
+@click.option("--dataset", type=RegistryChoice("ser.corpus.scan", "DATASETS"), default="auto", help="Corpus layout.")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV with columns path,emotion[,speaker] (implies --dataset manifest).")
 @click.option("--allow-absolute-paths", is_flag=True, help="Let manifest paths leave the manifest's folder.")
@@ -74,7 +95,7 @@ def main() -> None:
 @click.option("--stats", default="mean", help="Frame statistics of the descriptors: mean or mean,std.")
 @click.option("--extras", default="none",
               help="Extra descriptor groups: prosody (pitch, loudness), dynamics (MFCC deltas, flux), or none.")
-@click.option("--backend", type=click.Choice(["loky", "multiprocessing", "threading", "dask", "ray"]),
+@click.option("--backend", type=RegistryChoice("ser.featurize.backends", "BACKENDS"),
               default="loky", help="joblib backend for the workers: local processes, or a Dask/Ray cluster.")
 @click.option("--scheduler", default=None,
               help="dask: scheduler address (tcp://host:8786); ray: cluster address (ray://host:10001 or auto). "
@@ -89,7 +110,7 @@ def featurize_cmd(data: Path, out: Path, workers: int, dataset: str, manifest: P
                   progress: bool) -> None:
     """Scan, split, augment and extract both feature families into one HDF5 store."""
     from ser.audio.augment import parse_augment
-    from ser.features.extractor import FeatureConfig
+    from ser.features.config import FeatureConfig
     from ser.featurize.job import FeaturizeConfig, featurize
     from ser.corpus.labels import parse_emotions
     from ser.corpus.splits import SplitConfig
@@ -163,7 +184,7 @@ def _train_config(ctx: click.Context, *, preset: str | None, store_path: Path, m
     """A TrainConfig from the options, starting from ``preset`` when given: options the user
     typed override the preset, defaults do not."""
     from ser.experiments.presets import check_store, get_preset
-    from ser.store.writer import read_attrs
+    from ser.store import read_attrs
     from ser.training.loop import TrainConfig
 
     if preset is None:
@@ -183,7 +204,7 @@ def _train_config(ctx: click.Context, *, preset: str | None, store_path: Path, m
 def _model_options(fn: Callable) -> Callable:
     """Options shared by train and crossval: optimisation, model hyper-parameters, presets."""
     options = [
-        click.option("--optimizer", type=click.Choice(["adam", "sgd", "rmsprop"]), default="adam"),
+        click.option("--optimizer", type=RegistryChoice("ser.training.loop", "OPTIMIZERS"), default="adam"),
         click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3),
         click.option("--batch-size", type=click.IntRange(min=2), default=64),
         click.option("--seed", type=int, default=42),
@@ -192,16 +213,16 @@ def _model_options(fn: Callable) -> Callable:
         click.option("--filters", default=None, help="cnn2d: filters per block, e.g. 128,128,64,64,32."),
         click.option("--kernels", default=None, help="cnn2d: kernel per block, e.g. 1x3,3x5,3x5,3x3,3x3."),
         click.option("--dropout", type=click.FloatRange(0, 1, max_open=True), default=None),
-        click.option("--pooling", type=click.Choice(["avg", "max", "flatten"]), default=None,
+        click.option("--pooling", type=RegistryChoice("ser.training.models", "POOLINGS"), default=None,
                      help="cnn2d: global average/max pooling, or the study's flatten."),
         click.option("--batch-norm/--no-batch-norm", default=None, help="cnn2d: BatchNorm after each conv."),
         click.option("--spec-augment/--no-spec-augment", default=False,
                      help="cnn2d: time/frequency masks at train time."),
         click.option("--mixup", type=click.FloatRange(min=0), default=0.0, help="Mixup alpha (0: off)."),
-        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto"),
+        click.option("--device", type=DEVICE_CHOICE, default="auto"),
         click.option("--speaker-norm/--no-speaker-norm", default=False,
                      help="Standardise each speaker's features by that speaker's own clips (no labels used)."),
-        click.option("--preset", type=click.Choice(["best", "study-cnn1d", "study-cnn2d"]), default=None,
+        click.option("--preset", type=RegistryChoice("ser.experiments.presets", "PRESETS"), default=None,
                      help="A named recipe (see README); options you type override it."),
     ]
     for option in reversed(options):
@@ -211,18 +232,18 @@ def _model_options(fn: Callable) -> Callable:
 
 def _hparams(ctx: click.Context, *, model: str, preset: str | None, c_value: float | None, filters: str | None,
              kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None) -> dict[str, Any]:
-    """The model hyper-parameters the user typed, checked against the model they apply to."""
+    """The model hyper-parameters the user typed, checked against the model they apply to
+    (the hyper-parameters each model's registry entry parses)."""
+    from ser.training.models import MODELS
+
     given = {k: v for k, v in {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
                                "batch_norm": batch_norm, "C": c_value}.items() if v is not None}
     if preset is not None and not _given(ctx, "model"):
         return given  # the preset's model decides; TrainConfig rejects what does not fit it
-    cnn2d_only = [k for k in ("filters", "kernels", "pooling", "batch_norm") if k in given]
-    if model != "cnn2d" and cnn2d_only:
-        raise click.UsageError(f"--{cnn2d_only[0].replace('_', '-')} applies to cnn2d only")
-    if model in ("cnn1d", "cnn2d") and "C" in given:
-        raise click.UsageError("--C applies to svm and logreg only")
-    if model in ("svm", "logreg") and "dropout" in given:
-        raise click.UsageError("--dropout applies to the CNNs only")
+    for key in given:
+        if key not in MODELS[model].parse:
+            owners = [name for name, spec in MODELS.items() if key in spec.parse]
+            raise click.UsageError(f"--{key.replace('_', '-')} applies to {' and '.join(owners)} only")
     return given
 
 
@@ -241,7 +262,7 @@ def _memory_budget(ctx: click.Context, param: click.Parameter, value: str | None
 
 @main.command("train", context_settings={"show_default": True})
 @click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("feats.h5"))
-@click.option("--model", type=click.Choice(["cnn1d", "cnn2d", "svm", "logreg"]), default="cnn1d",
+@click.option("--model", type=MODEL_CHOICE, default="cnn1d",
               help="cnn1d/cnn2d: the CNNs; svm/logreg: scikit-learn baselines on the descriptors.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder [default: runs/<model>-<time>].")
@@ -272,7 +293,6 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
     import time
 
     from ser.audio.decode import refuse_audio_overwrite
-    from ser.training.loop import FitResult, parse_sweep, train
 
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
                        dropout=dropout, pooling=pooling, batch_norm=batch_norm)
@@ -285,22 +305,43 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
         raise click.UsageError("--resume needs the --out folder of the run to continue")
     out = out or Path("runs") / f"{model}-{time.strftime('%Y%m%d-%H%M%S')}"
     refuse_audio_overwrite(out)
-    result = train(store_path, cfg, out, device=device, sweep_grid=parse_sweep(sweeps) if sweeps else None,
-                   memory_budget_bytes=memory_budget, resume=resume)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone reports
-        return
-    if isinstance(result, FitResult):
-        import math
-
-        if math.isnan(result.history[-1]["val_accuracy"]):  # no validation rows: the score is train's
-            click.echo(f"epoch {result.best_epoch} kept (no validation rows; train accuracy "
-                       f"{result.best_val_accuracy:.4f}) ({result.seconds:.0f} s)")
-        else:
-            click.echo(f"best epoch {result.best_epoch}: val accuracy {result.best_val_accuracy:.4f}, "
-                       f"val macro-F1 {result.best_val_macro_f1:.4f} ({result.seconds:.0f} s)")
+    if sweeps:
+        _train_sweep(store_path, cfg, sweeps, out, device=device, memory_budget=memory_budget, resume=resume)
     else:
-        click.echo((out / "results.md").read_text())
-    click.echo(f"checkpoint: {out / 'best.pt'}")
+        _train_one(store_path, cfg, out, device=device, memory_budget=memory_budget, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun rank 0 alone reports
+        click.echo(f"checkpoint: {out / 'best.pt'}")
+
+
+def _train_one(store_path: Path, cfg: Any, out: Path, *, device: str, memory_budget: int | None,
+               resume: bool) -> None:
+    """Train one config (data-parallel under torchrun), then draw curves.png and report the best epoch."""
+    import math
+
+    from ser.report.runs import draw_curves
+    from ser.training.loop import train
+
+    result = train(store_path, cfg, out, device=device, memory_budget_bytes=memory_budget, resume=resume)
+    if int(os.environ.get("RANK", "0")) != 0:  # rank 0 alone wrote history.csv
+        return
+    draw_curves(out)
+    if math.isnan(result.history[-1]["val_accuracy"]):  # no validation rows: the score is train's
+        click.echo(f"epoch {result.best_epoch} kept (no validation rows; train accuracy "
+                   f"{result.best_val_accuracy:.4f}) ({result.seconds:.0f} s)")
+    else:
+        click.echo(f"best epoch {result.best_epoch}: val accuracy {result.best_val_accuracy:.4f}, "
+                   f"val macro-F1 {result.best_val_macro_f1:.4f} ({result.seconds:.0f} s)")
+
+
+def _train_sweep(store_path: Path, cfg: Any, sweeps: tuple[str, ...], out: Path, *, device: str,
+                 memory_budget: int | None, resume: bool) -> None:
+    """Train the --sweep grid, drawing each run's figures as it ends; print the results table."""
+    from ser.experiments.sweep import parse_sweep, run_sweep
+    from ser.report.runs import draw_run
+
+    run_sweep(store_path, cfg, parse_sweep(sweeps), out, device=device, memory_budget_bytes=memory_budget,
+              resume=resume, after_run=draw_run)
+    click.echo((out / "results.md").read_text())
 
 
 # -- evaluate ----------------------------------------------------------------------------------
@@ -308,21 +349,23 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
 @click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Store to evaluate on [default: the one the checkpoint was trained on].")
-@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test")
+@click.option("--split", type=RegistryChoice("ser.corpus.splits", "SPLITS"), default="test")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write metrics.json, predictions.csv, confusion.png [default: eval-<split> beside the checkpoint].")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--device", type=DEVICE_CHOICE, default="auto")
 @_friendly_errors
 def evaluate_cmd(checkpoint: Path, store_path: Path | None, split: str, out: Path | None, device: str) -> None:
     """Accuracy, F1 (micro/macro/weighted), confusion matrix and most-confused classes."""
     from ser.audio.decode import refuse_audio_overwrite
     from ser.evaluation.evaluator import evaluate, format_metrics
+    from ser.report.runs import draw_confusion
 
     out = out or checkpoint.parent / f"eval-{split}"
     refuse_audio_overwrite(out)
     if out.exists() and not out.is_dir():
         raise SerError(f"--out {out} exists and is not a folder")
     result = evaluate(checkpoint, store=store_path, split=split, out_dir=out, device=device)
+    draw_confusion(out, result.metrics)
     click.echo(format_metrics(result.metrics))
     click.echo(f"\nwrote {out}/metrics.json, predictions.csv, confusion.png")
 
@@ -373,12 +416,13 @@ def evaluate_main() -> None:
 @_friendly_errors
 def demo_cmd(out: Path, epochs: int, workers: int, seed: int, explore: bool) -> None:
     """The whole flow on a generated synthetic CREMA-D-style corpus (CPU, a few minutes)."""
-    from ser.experiments.demo import DemoConfig, run_demo
+    from ser.experiments.demo import DemoConfig
+    from ser.report.demo import demo
 
-    result = run_demo(DemoConfig(out=out, epochs=epochs, workers=workers, seed=seed, explore=explore))
-    m = result["metrics"]
+    result = demo(DemoConfig(out=out, epochs=epochs, workers=workers, seed=seed, explore=explore))
+    m = result.metrics
     click.echo(f"demo test accuracy {m['accuracy']:.3f}, macro-F1 {m['f1_macro']:.3f} "
-               f"(synthetic corpus, chance 0.167) in {result['seconds']:.0f} s; results in {out}")
+               f"(synthetic corpus, chance 0.167) in {result.seconds:.0f} s; results in {out}")
 
 
 # -- explore -----------------------------------------------------------------------------------
@@ -389,7 +433,7 @@ def demo_cmd(out: Path, epochs: int, workers: int, seed: int, explore: bool) -> 
               help="Feature store: adds descriptor and mel plots per emotion (and, alone, its clips).")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("report"),
               help="Report folder: index.html, PNGs and audio/.")
-@click.option("--dataset", type=click.Choice(DATASETS), default="auto", help="Corpus layout.")
+@click.option("--dataset", type=RegistryChoice("ser.corpus.scan", "DATASETS"), default="auto", help="Corpus layout.")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV with columns path,emotion[,speaker] (implies --dataset manifest).")
 @click.option("--samples", type=click.IntRange(min=0), default=2, help="Sample clips per emotion.")
@@ -414,7 +458,7 @@ def explore_cmd(data: Path | None, store_path: Path | None, out: Path, dataset: 
 # -- crossval ----------------------------------------------------------------------------------
 @main.command("crossval", context_settings={"show_default": True})
 @click.option("--store", "store_path", type=click.Path(dir_okay=False, path_type=Path), default=Path("feats.h5"))
-@click.option("--model", type=click.Choice(["cnn1d", "cnn2d", "svm", "logreg"]), default="svm")
+@click.option("--model", type=MODEL_CHOICE, default="svm")
 @click.option("--folds", type=click.IntRange(min=2), default=None,
               help="Speaker folds [default: one per speaker, leave-one-speaker-out].")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -438,6 +482,7 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
     import time
 
     from ser.experiments.crossval import crossval
+    from ser.report.runs import draw_confusion, draw_curves
 
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
                        dropout=dropout, pooling=pooling, batch_norm=batch_norm)
@@ -446,7 +491,8 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
                         spec_augment=spec_augment, mixup=mixup, speaker_norm=speaker_norm)
     model = cfg.model
     out = out or Path("runs") / f"crossval-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    res = crossval(store_path, cfg, out, folds=folds, device=device, augmented=augmented)
+    res = crossval(store_path, cfg, out, folds=folds, device=device, augmented=augmented, after_fold=draw_curves)
+    draw_confusion(out, res.metrics)
     m = res.metrics
     click.echo(res.folds.to_string(index=False))
     click.echo(f"\n{m['split']}: accuracy {m['fold_accuracy_mean']:.4f} ± {m['fold_accuracy_std']:.4f}, "

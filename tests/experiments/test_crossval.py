@@ -13,7 +13,7 @@ from array_store import make_array_store
 from ser.cli import main
 from ser.experiments.crossval import crossval, speaker_folds
 from ser.errors import SerError
-from ser.store.writer import Store
+from ser.store import Store
 from ser.training.loop import TrainConfig
 
 
@@ -45,7 +45,7 @@ def test_every_clip_is_tested_once_by_a_model_that_never_saw_its_speaker(tmp_pat
     assert res.metrics["accuracy"] > 0.8  # separable classes: the folds learn something
     assert res.metrics["n"] == len(preds)
     assert {"fold_accuracy_mean", "fold_f1_macro_std", "confusion"} <= set(res.metrics)
-    assert (tmp_path / "cv" / "confusion.png").stat().st_size > 0
+    assert res.confusion.sum() == len(preds)  # confusion.png is drawn by the CLI: test_cli_crossval
 
 
 def test_augmented_copies_of_held_out_speakers_are_never_trained_on(tmp_path: Path, small_store: Path,
@@ -77,3 +77,6 @@ def test_cli_crossval(tmp_path: Path) -> None:
     assert r.exit_code == 0, r.output
     assert "mean ± std over folds" in r.output
     assert len(pd.read_csv(tmp_path / "cv" / "folds.csv")) == 2
+    assert (tmp_path / "cv" / "confusion.png").stat().st_size > 0
+    for k in (1, 2):
+        assert (tmp_path / "cv" / f"fold{k}" / "curves.png").stat().st_size > 0

@@ -198,7 +198,8 @@ def _store_with_audio(folder: Path, per_class: int = 3) -> Path:
     explore must leave out."""
     from array_store import make_array_store
 
-    from ser.store.writer import StoreWriter, read_attrs
+    from ser.store import StoreWriter, read_attrs
+    from ser.store.parts import PartData
 
     store = make_array_store(folder / "feats.h5", per_class=per_class, n_mels=16, max_seconds=0.5)
     meta = pd.read_hdf(store, "meta")
@@ -206,13 +207,13 @@ def _store_with_audio(folder: Path, per_class: int = 3) -> Path:
         y = synth_voice(emotion, duration_s=0.5, sr=16000, rng=np.random.default_rng([SEED, i]))
         sf.write(str(folder / path), y, 16000, subtype="PCM_16")
     info = read_attrs(store)
-    writer = StoreWriter(store, run_config=info["run_config"], descriptor_names=info["descriptor_names"],
-                         clip_table=meta)
     n, (n_mels, frames) = len(meta), info["shapes"]["mel"][1:]
     copies = meta.assign(augment="noise", split="train")
-    writer.append(np.full((n, len(info["descriptor_names"])), 1e6, dtype=np.float32),
-                  np.full((n, n_mels, frames), 1e6, dtype=np.float32), copies)
-    writer.finish()
+    # the complete store, resumed with the same run config, gets the copies added after its rows
+    with StoreWriter(store, run_config=info["run_config"], descriptor_names=info["descriptor_names"]) as writer:
+        writer.write(PartData(np.full((n, len(info["descriptor_names"])), 1e6, dtype=np.float32),
+                              np.full((n, n_mels, frames), 1e6, dtype=np.float32), copies))
+        writer.finish()
     return store
 
 

@@ -25,7 +25,7 @@ from ser.training.checkpoint import load_checkpoint
 from ser.training.ddp import DistContext, shard_rows, unpadded_shard
 from ser.evaluation.evaluator import evaluate
 from ser.training.data import fit_statistics, load_rows, load_split, reduced_statistics
-from ser.store.writer import Store
+from ser.store import Store
 from ser.training.loop import TrainConfig, load_train_data, train
 
 QUIET = dict(log=lambda m: None)
@@ -160,9 +160,10 @@ def test_ddp_training_matches_single_process(store_path: Path, tmp_path: Path) -
 
 def test_ddp_refuses_sklearn_and_sweep(store_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ser.errors import SerError
+    from ser.experiments.sweep import run_sweep
 
     monkeypatch.setenv("WORLD_SIZE", "2")  # looks launched by torchrun; refused before joining a group
     with pytest.raises(SerError, match="scikit-learn"):
         train(store_path, TrainConfig(model="logreg"), tmp_path, device="cpu", **QUIET)
     with pytest.raises(SerError, match="sweep"):
-        train(store_path, TrainConfig(model="cnn1d"), tmp_path, device="cpu", sweep_grid={"lr": ["0.1"]}, **QUIET)
+        run_sweep(store_path, TrainConfig(model="cnn1d"), {"lr": ["0.1"]}, tmp_path, device="cpu", **QUIET)

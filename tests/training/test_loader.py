@@ -15,7 +15,7 @@ from array_store import make_array_store
 from ser.cli import main
 from ser.errors import SerError
 from ser.training.data import SplitData, default_memory_budget, fit_statistics, load_split, parse_size
-from ser.store.writer import Store
+from ser.store import Store
 from ser.training.loop import TrainConfig, load_train_data, train
 
 CPU = torch.device("cpu")

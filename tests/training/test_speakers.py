@@ -11,7 +11,8 @@ from click.testing import CliRunner
 from array_store import make_array_store
 from ser.cli import main
 from ser.errors import SerError
-from ser.features.extractor import FeatureConfig, descriptor_names, extract, extract_many
+from ser.features.config import FeatureConfig, descriptor_names
+from ser.features.extractor import extract, extract_many
 from ser.training.speakers import speaker_statistics, standardize
 from ser.training.loop import TrainConfig, train
 

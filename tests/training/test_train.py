@@ -1,10 +1,9 @@
-"""The training loop, sweeps, checkpoints and evaluation, on stores built in fixtures."""
+"""The training loop and its checkpoints (resume, early stopping), on stores built in fixtures."""
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,13 +14,12 @@ import torch
 from click.testing import CliRunner
 
 from array_store import LABELS, make_array_store
-from ser.training.checkpoint import check_compatible, load_checkpoint
 from ser.cli import main
-from ser.errors import CheckpointError, SerError
-from ser.evaluation.evaluator import compute_metrics, evaluate, most_confused
-from ser.featurize.job import featurize
-from ser.store.writer import Store
-from ser.training.loop import TrainConfig, grid_points, apply_overrides, parse_sweep, train
+from ser.errors import CheckpointError
+from ser.evaluation.evaluator import evaluate
+from ser.store import Store
+from ser.training.checkpoint import check_compatible, load_checkpoint
+from ser.training.loop import TrainConfig, train
 
 QUIET = dict(log=lambda m: None)
 
@@ -43,7 +41,7 @@ def test_training_beats_chance_on_separable_classes(array_store: Path, tmp_path:
     assert ev.metrics["n"] == int((Store(array_store).meta()["split"] == "test").sum())
     assert ev.metrics["accuracy"] > 0.8, ev.metrics  # chance is 1/3
     assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
-    for name in ("best.pt", "last.pt", "history.csv", "curves.png"):
+    for name in ("best.pt", "last.pt", "history.csv"):  # curves.png is the CLI's: test_cli_train_evaluate_predict
         assert (tmp_path / name).stat().st_size > 0
     hist = pd.read_csv(tmp_path / "history.csv")
     assert list(hist["epoch"]) == list(range(1, 9))
@@ -90,107 +88,6 @@ def test_a_pickle_payload_is_refused(tmp_path: Path) -> None:
     assert not (tmp_path / "pwned").exists()
 
 
-def test_sweep_table_has_one_row_per_grid_point(array_store: Path, tmp_path: Path) -> None:
-    grid = parse_sweep(["optimizer=adam,sgd,rmsprop", "lr=0.01,0.001"])
-    assert grid == {"optimizer": ["adam", "sgd", "rmsprop"], "lr": ["0.01", "0.001"]}
-    results = train(array_store, TrainConfig(model="cnn1d", epochs=1, batch_size=32, patience=0), tmp_path,
-                    device="cpu", sweep_grid=grid, **QUIET)
-    table = pd.read_csv(tmp_path / "results.csv", dtype=str)
-    assert len(table) == 6 == len(results)
-    assert set(zip(table["optimizer"], table["lr"])) == {(o, l) for o in ("adam", "sgd", "rmsprop") for l in ("0.01", "0.001")}
-    assert (tmp_path / "results.md").read_text().count("\n") == 2 + 6
-    best = load_checkpoint(tmp_path / "best.pt")
-    winner = table.iloc[0]
-    assert best.train_config["optimizer"] == winner["optimizer"]
-    assert best.train_config["lr"] == float(winner["lr"])
-    # every run is scored on the test split too, and the figure is evaluate's own
-    for _, row in table.iterrows():
-        ev = evaluate(tmp_path / row["run"] / "best.pt", split="test", **QUIET)
-        assert float(row["test_accuracy"]) == round(ev.metrics["accuracy"], 4)
-        assert float(row["test_macro_f1"]) == round(ev.metrics["f1_macro"], 4)
-
-
-def test_sweep_values_with_commas_use_a_bar() -> None:
-    grid = parse_sweep(["filters=128,128,64|512,256,256", "kernels=3x3,3x3,3x3|1x3,3x5,3x5"])
-    assert grid["filters"] == ["128,128,64", "512,256,256"]
-    cfg = apply_overrides(TrainConfig(model="cnn2d"), {"filters": "8,8", "kernels": "1x3,3x5", "lr": "0.01"})
-    assert cfg.hparams["filters"] == [8, 8] and cfg.hparams["kernels"] == [[1, 3], [3, 5]] and cfg.lr == 0.01
-    with pytest.raises(SerError, match="KEY=V1,V2"):
-        parse_sweep(["optimizer"])
-
-
-def test_joined_sweep_keys_change_together(array_store: Path, tmp_path: Path) -> None:
-    """The study's cnn2d table is a list of (filters, kernels) rows, not their product."""
-    grid = parse_sweep(["filters+kernels=4,4;1x3,3x5|8;3x3", "lr=0.01,0.001"])
-    assert grid_points(grid) == [
-        {"filters": "4,4", "kernels": "1x3,3x5", "lr": "0.01"}, {"filters": "4,4", "kernels": "1x3,3x5", "lr": "0.001"},
-        {"filters": "8", "kernels": "3x3", "lr": "0.01"}, {"filters": "8", "kernels": "3x3", "lr": "0.001"}]
-    with pytest.raises(SerError, match="2 parts separated by ';'"):
-        parse_sweep(["filters+kernels=4,4;1x3,3x5|8"])
-    train(array_store, TrainConfig(model="cnn2d", epochs=1, batch_size=32, patience=0), tmp_path, device="cpu",
-          sweep_grid=parse_sweep(["filters+kernels=4,4;1x3,3x5|8;3x3"]), **QUIET)
-    table = pd.read_csv(tmp_path / "results.csv", dtype=str)
-    assert sorted(zip(table["filters"], table["kernels"])) == [("4,4", "1x3,3x5"), ("8", "3x3")]
-    for _, row in table.iterrows():
-        hp = load_checkpoint(tmp_path / row["run"] / "best.pt").hparams
-        assert [list(k) for k in hp["kernels"]] == [[int(n) for n in k.split("x")] for k in row["kernels"].split(",")]
-
-
-def test_metrics_agree_with_scikit_learn() -> None:
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-
-    rng = np.random.default_rng(3)
-    y_true = rng.integers(0, 4, 200)
-    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 4, 200))
-    labels = ["ANG", "HAP", "NEU", "SAD"]
-    m = compute_metrics(y_true, y_pred, labels)
-    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
-    for avg in ("micro", "macro", "weighted"):
-        assert m[f"f1_{avg}"] == pytest.approx(f1_score(y_true, y_pred, average=avg))
-    assert m["confusion"] == confusion_matrix(y_true, y_pred).tolist()
-    cm = np.array([[5, 3, 0], [1, 4, 0], [0, 7, 2]])
-    pairs = most_confused(cm, ["A", "B", "C"])
-    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("C", "B", 7), ("A", "B", 3), ("B", "A", 1)]
-    assert pairs[0]["rate"] == pytest.approx(7 / 9)
-
-
-def test_train_and_evaluate_run_with_the_audio_folder_gone(cremad_corpus: Path, small_store_config,
-                                                           tmp_path: Path) -> None:
-    audio = tmp_path / "AudioWAV"
-    shutil.copytree(cremad_corpus, audio)
-    cfg = replace(small_store_config, data=audio, out=tmp_path / "feats.h5", emotions=("ANG", "SAD", "NEU"),
-                  augment=())
-    featurize(cfg, progress=False, **QUIET)
-    shutil.rmtree(audio)
-    res = train(cfg.out, TrainConfig(model="cnn1d", epochs=2, batch_size=8, patience=0), tmp_path / "run",
-                device="cpu", **QUIET)
-    assert res.epochs_run == 2
-    ev = evaluate(tmp_path / "run" / "best.pt", device="cpu", out_dir=tmp_path / "ev", **QUIET)
-    assert ev.metrics["n"] > 0
-    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
-    assert set(metrics) >= {"accuracy", "f1_micro", "f1_macro", "f1_weighted", "per_class", "confusion", "most_confused"}
-    preds = pd.read_csv(tmp_path / "ev" / "predictions.csv")
-    assert len(preds) == ev.metrics["n"] and {"clip_id", "true", "predicted", "p_ANG"} <= set(preds.columns)
-    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 0
-
-
-def test_evaluate_on_another_store_with_all_clips_in_test(cremad_corpus: Path, small_store: Path,
-                                                          small_store_config, tmp_path: Path) -> None:
-    """A corpus featurized with --test-size 1.0 (every clip in test) evaluates a checkpoint
-    trained on another store with the same feature config; unknown emotions are left out."""
-    train(small_store, TrainConfig(model="cnn1d", epochs=1, batch_size=16, patience=0), tmp_path / "run",
-          device="cpu", **QUIET)
-    from ser.corpus.splits import SplitConfig
-
-    cfg = replace(small_store_config, out=tmp_path / "all_test.h5", augment=(),
-                  split=SplitConfig(test_size=1.0), emotions=("ANG", "HAP"))
-    featurize(cfg, progress=False, **QUIET)
-    assert set(Store(cfg.out).meta()["split"]) == {"test"}
-    ev = evaluate(tmp_path / "run" / "best.pt", store=cfg.out, device="cpu", **QUIET)
-    assert ev.metrics["n"] == len(Store(cfg.out).meta())
-    assert set(ev.predictions["true"]) == {"ANG", "HAP"}
-
-
 def test_cli_train_evaluate_predict(array_store: Path, cremad_corpus: Path, small_store: Path,
                                     tmp_path: Path) -> None:
     runner = CliRunner()
@@ -198,9 +95,12 @@ def test_cli_train_evaluate_predict(array_store: Path, cremad_corpus: Path, smal
                              "--batch-size", "16", "--out", str(tmp_path / "run"), "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert "checkpoint:" in r.output
+    for name in ("best.pt", "last.pt", "history.csv", "curves.png"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
     r = runner.invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt")])
     assert r.exit_code == 0, r.output
     assert "F1 macro" in r.output and (tmp_path / "run" / "eval-test" / "metrics.json").exists()
+    assert (tmp_path / "run" / "eval-test" / "confusion.png").stat().st_size > 0
     wav = sorted(cremad_corpus.glob("*.wav"))[0]
     r = runner.invoke(main, ["predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--json", str(wav)])
     assert r.exit_code == 0, r.output
@@ -210,20 +110,6 @@ def test_cli_train_evaluate_predict(array_store: Path, cremad_corpus: Path, smal
     assert r.exit_code != 0 and "no such store" in r.output
     r = runner.invoke(main, ["train", "--store", str(small_store), "--model", "cnn1d", "--filters", "8"])
     assert r.exit_code != 0 and "cnn2d only" in r.output
-
-
-def test_predict_uses_the_same_features_as_featurize(cremad_corpus: Path, small_store: Path, tmp_path: Path) -> None:
-    from ser.evaluation.predict import predict_files
-
-    train(small_store, TrainConfig(model="cnn1d", epochs=1, batch_size=16, patience=0), tmp_path, device="cpu", **QUIET)
-    st = Store(small_store)
-    meta = st.meta()
-    row = meta[(meta["augment"] == "none") & (meta["split"] == "test")].iloc[0]
-    ckpt = load_checkpoint(tmp_path / "best.pt")
-    with torch.no_grad():
-        p_store = torch.softmax(ckpt.model(torch.from_numpy(st.read("descriptors", [row.name]))), 1)[0].numpy()
-    res = predict_files(tmp_path / "best.pt", [cremad_corpus / row["path"]])[0]
-    np.testing.assert_allclose([res["probabilities"][l] for l in ckpt.labels], p_store, rtol=1e-4, atol=1e-5)
 
 
 # -- resuming ------------------------------------------------------------------------------------
@@ -299,3 +185,38 @@ def test_resume_refuses_other_arguments_or_another_store(array_store: Path, tmp_
                              "--out", str(tmp_path / "run"), "--resume", "--device", "cpu"])
     assert r.exit_code == 0, r.output
     assert load_checkpoint(tmp_path / "run" / "last.pt").epoch == 2
+
+
+def test_cli_choices_come_from_the_registries() -> None:
+    """--model, --optimizer, --preset, --device, --split and explore's --dataset list what the
+    library accepts, read lazily: importing the CLI does not import torch."""
+    import subprocess
+    import sys
+
+    import click
+
+    from ser.corpus.scan import DATASETS
+    from ser.corpus.splits import SPLITS
+    from ser.experiments.presets import PRESETS
+    from ser.training.device import DEVICES
+    from ser.training.loop import OPTIMIZERS
+    from ser.training.models import MODELS, POOLINGS
+
+    def choices(command: str, option: str) -> tuple:
+        param = next(p for p in main.commands[command].params if p.name == option)
+        assert isinstance(param.type, click.Choice)
+        return tuple(param.type.choices)
+
+    for command in ("train", "crossval"):
+        assert choices(command, "model") == tuple(MODELS)
+        assert choices(command, "optimizer") == OPTIMIZERS
+        assert choices(command, "preset") == tuple(PRESETS)
+        assert choices(command, "device") == DEVICES
+        assert choices(command, "pooling") == POOLINGS
+    assert choices("evaluate", "split") == SPLITS and choices("evaluate", "device") == DEVICES
+    assert choices("explore", "dataset") == DATASETS
+    probe = "import sys, ser.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True).stdout.strip() == "False"
+    r = CliRunner().invoke(main, ["train", "--model", "cnn9d"])
+    assert r.exit_code == 2 and "cnn9d" in r.output

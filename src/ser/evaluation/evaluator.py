@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ser.training.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from ser.errors import SerError
+from ser.training.checkpoint import Checkpoint, check_compatible, load_checkpoint
 from ser.training.data import load_split
-from ser.store.writer import Store
+from ser.training.device import pick_device
+from ser.store import Store
 
 
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
@@ -58,9 +59,14 @@ def most_confused(cm: np.ndarray, labels: Sequence[str], top: int = 10) -> list[
 
 @dataclass
 class Evaluation:
-    metrics: dict[str, Any]
-    predictions: pd.DataFrame
-    out_dir: Path | None
+    metrics: dict[str, Any]        # compute_metrics' keys plus checkpoint, store, split, excluded, model
+    predictions: pd.DataFrame      # one row per evaluated row: ids, true, predicted, p_<label>
+    out_dir: Path | None           # where metrics.json and predictions.csv were written
+
+    @property
+    def confusion(self) -> np.ndarray:
+        """Counts ``(classes, classes)``: true class by row, predicted by column (``metrics["labels"]`` order)."""
+        return np.asarray(self.metrics["confusion"])
 
 
 def _store_for(ckpt: Checkpoint, store_path: str | Path | None) -> Store:
@@ -78,29 +84,14 @@ def evaluate(checkpoint: str | Path, *, store: str | Path | None = None, split: 
     """Evaluate a checkpoint on ``split`` of a store (the checkpoint's own by default).
 
     Rows whose emotion the checkpoint does not know (e.g. EmoDB's boredom for a six-class model)
-    are left out and counted in ``metrics["excluded"]``.
+    are left out and counted in ``metrics["excluded"]``. With ``out_dir``, writes
+    ``metrics.json`` and ``predictions.csv`` there (the confusion figure is drawn by
+    :func:`ser.report.runs.draw_confusion`).
     """
-    from ser.training.loop import pick_device
-
     ckpt = load_checkpoint(checkpoint)
     st = _store_for(ckpt, store)
-    dev = pick_device(device)
-    transform = None
-    if ckpt.train_config.get("speaker_norm"):
-        from ser.training.speakers import store_transform
-
-        transform = store_transform(st, ckpt.family)
-    data = load_split(st, split, ckpt.family, dev, transform=transform)
-    if len(data) == 0:
-        raise SerError(f"{st.path} has no rows in split {split!r}")
-    model = ckpt.model.to(dev)
-    model.eval()
-    logits = []
-    with torch.no_grad():
-        for x, _ in data.batches(batch_size, shuffle=False):
-            logits.append(model(x).float().cpu())
-    probs = torch.softmax(torch.cat(logits), dim=1).numpy()
-    meta = st.meta().loc[data.rows]
+    probs, rows = _probabilities(ckpt, st, split, device=pick_device(device), batch_size=batch_size)
+    meta = st.meta().loc[rows]
     known = meta["emotion"].isin(ckpt.labels).to_numpy()
     excluded = int((~known).sum())
     if excluded:
@@ -114,24 +105,49 @@ def evaluate(checkpoint: str | Path, *, store: str | Path | None = None, split: 
     metrics = compute_metrics(y_true, y_pred, ckpt.labels)
     metrics.update(checkpoint=str(checkpoint), store=str(st.path), split=split, excluded=excluded,
                    model=ckpt.model_name)
+    preds = _predictions(meta, probs, ckpt.labels)
+    out = write_evaluation(out_dir, metrics, preds) if out_dir is not None else None
+    return Evaluation(metrics=metrics, predictions=preds, out_dir=out)
+
+
+def _probabilities(ckpt: Checkpoint, st: Store, split: str, *, device: torch.device,
+                   batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(probabilities (k, classes), store rows (k,))`` of the checkpoint's model on ``split``."""
+    transform = None
+    if ckpt.train_config.get("speaker_norm"):
+        from ser.training.speakers import store_transform
+
+        transform = store_transform(st, ckpt.family)
+    data = load_split(st, split, ckpt.family, device, transform=transform)
+    if len(data) == 0:
+        raise SerError(f"{st.path} has no rows in split {split!r}")
+    model = ckpt.model.to(device)
+    model.eval()
+    logits = []
+    with torch.no_grad():
+        for x, _ in data.batches(batch_size, shuffle=False):
+            logits.append(model(x).float().cpu())
+    return torch.softmax(torch.cat(logits), dim=1).numpy(), data.rows
+
+
+def _predictions(meta: pd.DataFrame, probs: np.ndarray, labels: Sequence[str]) -> pd.DataFrame:
+    """predictions.csv's table: one row per evaluated store row, its prediction and class probabilities."""
     preds = pd.DataFrame({"row": meta.index, "clip_id": meta["clip_id"].to_numpy(),
                           "speaker": meta["speaker"].to_numpy(), "augment": meta["augment"].to_numpy(),
                           "true": meta["emotion"].to_numpy(),
-                          "predicted": [ckpt.labels[i] for i in y_pred]})
-    for i, lab in enumerate(ckpt.labels):
+                          "predicted": [labels[i] for i in probs.argmax(1)]})
+    for i, lab in enumerate(labels):
         preds[f"p_{lab}"] = probs[:, i]
-    out = None
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        preds.to_csv(out / "predictions.csv", index=False)
-        from ser.report.plots import plot_confusion
+    return preds
 
-        plot_confusion(np.array(metrics["confusion"]), ckpt.labels, out / "confusion.png",
-                       title=f"{ckpt.model_name} on {st.path.name} [{split}]: accuracy {metrics['accuracy']:.3f}, "
-                             f"macro-F1 {metrics['f1_macro']:.3f}")
-    return Evaluation(metrics=metrics, predictions=preds, out_dir=out)
+
+def write_evaluation(out_dir: str | Path, metrics: dict[str, Any], predictions: pd.DataFrame) -> Path:
+    """``out_dir/metrics.json`` and ``out_dir/predictions.csv`` (``out_dir`` created); returns ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    predictions.to_csv(out / "predictions.csv", index=False)
+    return out
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:

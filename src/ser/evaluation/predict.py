@@ -11,7 +11,8 @@ import torch
 from ser.audio.decode import load_audio
 from ser.training.checkpoint import load_checkpoint
 from ser.errors import AudioError
-from ser.features.extractor import FeatureConfig, extract
+from ser.features.config import FeatureConfig
+from ser.features.extractor import extract
 
 
 def predict_files(checkpoint: str | Path, files: Sequence[str | Path], *, device: str = "cpu") -> list[dict[str, Any]]:

@@ -18,13 +18,16 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
 from ser.errors import SerError
 from ser.evaluation.evaluator import compute_metrics
+from ser.store import Store
+from ser.training.checkpoint import load_checkpoint
 from ser.training.data import fit_statistics, load_rows
+from ser.training.device import pick_device
+from ser.training.loop import TrainConfig, TrainData, fit, predict_logits
 from ser.training.models import get_spec
-from ser.store.writer import Store
-from ser.training.loop import TrainConfig, TrainData, fit, pick_device, predict_logits
 
 
 def speaker_folds(speakers: Sequence[str], n_folds: int | None, seed: int) -> list[list[str]]:
@@ -46,10 +49,36 @@ class CrossValResult:
     predictions: pd.DataFrame
     out_dir: Path
 
+    @property
+    def confusion(self) -> np.ndarray:
+        """Pooled counts ``(classes, classes)`` over every held-out clip: true by row, predicted by column."""
+        return np.asarray(self.metrics["confusion"])
+
+
+@dataclass(frozen=True)
+class _Folds:
+    """What every fold of one cross-validation shares."""
+
+    store: Store
+    meta: pd.DataFrame
+    cfg: TrainConfig
+    family: str
+    device: torch.device
+    transform: Any  # per-speaker standardisation of the rows read, or None
+    augmented: bool
+    out: Path
+
 
 def crossval(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, folds: int | None = None,
-             device: str = "auto", augmented: bool = True, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> CrossValResult:
-    """Train and test ``cfg`` on leave-speakers-out folds; write folds.csv, metrics.json, confusion.png."""
+             device: str = "auto", augmented: bool = True,
+             log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+             after_fold: Callable[[Path], None] | None = None) -> CrossValResult:
+    """Train and test ``cfg`` on leave-speakers-out folds; write folds.csv, metrics.json, predictions.csv.
+
+    Fold ``k`` trains into ``out_dir/fold<k>`` (``after_fold`` is called with that folder once
+    it is trained). The pooled confusion is ``result.confusion``; its figure is drawn above
+    (:func:`ser.report.runs.draw_confusion`).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     dev = pick_device(device)
@@ -62,49 +91,58 @@ def crossval(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, f
         from ser.training.speakers import store_transform
 
         transform = store_transform(store, family)
-    labels = store.labels
-    fold_rows, preds = [], []
+    shared = _Folds(store, meta, cfg, family, dev, transform, augmented, out)
     t0 = time.perf_counter()
-    for k, test_speakers in enumerate(groups, 1):
-        held = meta["speaker"].astype(str).isin(test_speakers).to_numpy()
-        keep = ~held if augmented else ~held & (meta["augment"] == "none").to_numpy()
-        train_rows = meta.index[keep].to_numpy()
-        test_rows = meta.index[held & (meta["augment"] == "none").to_numpy()].to_numpy()
-        log(f"fold {k}/{len(groups)}: test speakers {', '.join(test_speakers)} "
-            f"({len(test_rows)} clips), {len(train_rows)} train rows")
-        train = load_rows(store, train_rows, family, dev, transform=transform)
-        mean, std = fit_statistics(train, family)
-        data = TrainData(store, family, train, None, tuple(store.info["shapes"][family][1:]), mean, std)
-        fit(replace(cfg, patience=0), data, out / f"fold{k}", device=dev, log=log)
-        from ser.training.checkpoint import load_checkpoint
+    results = [_fold(shared, k, speakers, len(groups), log=log, after_fold=after_fold)
+               for k, speakers in enumerate(groups, 1)]
+    return _pool(shared, [r for r, _ in results], pd.concat([p for _, p in results]), len(groups),
+                 seconds=time.perf_counter() - t0)
 
-        model = load_checkpoint(out / f"fold{k}" / "last.pt").model.to(dev)
-        logits, y = predict_logits(model, load_rows(store, test_rows, family, dev, transform=transform))
-        pred = logits.argmax(1).numpy()
-        m = compute_metrics(y.numpy(), pred, labels)
-        fold_rows.append({"fold": k, "speakers": " ".join(test_speakers), "n": m["n"],
-                          "accuracy": round(m["accuracy"], 4), "f1_macro": round(m["f1_macro"], 4)})
-        part = meta.loc[np.sort(test_rows), ["clip_id", "speaker", "emotion"]].copy()
-        part["predicted"] = [labels[i] for i in pred]
-        part["fold"] = k
-        preds.append(part)
-        log(f"fold {k}: accuracy {m['accuracy']:.3f}, macro-F1 {m['f1_macro']:.3f}")
+
+def _fold(f: _Folds, k: int, test_speakers: list[str], n_folds: int, *, log: Callable[[str], None],
+          after_fold: Callable[[Path], None] | None) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Train fold ``k`` without ``test_speakers``, test on their originals: ``(fold row, predictions)``."""
+    meta, labels = f.meta, f.store.labels
+    held = meta["speaker"].astype(str).isin(test_speakers).to_numpy()
+    original = (meta["augment"] == "none").to_numpy()
+    train_rows = meta.index[~held if f.augmented else ~held & original].to_numpy()
+    test_rows = meta.index[held & original].to_numpy()
+    log(f"fold {k}/{n_folds}: test speakers {', '.join(test_speakers)} "
+        f"({len(test_rows)} clips), {len(train_rows)} train rows")
+    train = load_rows(f.store, train_rows, f.family, f.device, transform=f.transform)
+    mean, std = fit_statistics(train, f.family)
+    data = TrainData(f.store, f.family, train, None, tuple(f.store.info["shapes"][f.family][1:]), mean, std)
+    fold_dir = f.out / f"fold{k}"
+    fit(replace(f.cfg, patience=0), data, fold_dir, device=f.device, log=log)
+    if after_fold is not None:
+        after_fold(fold_dir)
+    model = load_checkpoint(fold_dir / "last.pt").model.to(f.device)
+    logits, y = predict_logits(model, load_rows(f.store, test_rows, f.family, f.device, transform=f.transform))
+    pred = logits.argmax(1).numpy()
+    m = compute_metrics(y.numpy(), pred, labels)
+    log(f"fold {k}: accuracy {m['accuracy']:.3f}, macro-F1 {m['f1_macro']:.3f}")
+    part = meta.loc[np.sort(test_rows), ["clip_id", "speaker", "emotion"]].copy()
+    part["predicted"] = [labels[i] for i in pred]
+    part["fold"] = k
+    return ({"fold": k, "speakers": " ".join(test_speakers), "n": m["n"],
+             "accuracy": round(m["accuracy"], 4), "f1_macro": round(m["f1_macro"], 4)}, part)
+
+
+def _pool(f: _Folds, fold_rows: list[dict[str, Any]], allp: pd.DataFrame, n_folds: int, *,
+          seconds: float) -> CrossValResult:
+    """Metrics pooled over every held-out prediction, plus the folds' mean and spread; written to ``f.out``."""
+    labels = f.store.labels
     table = pd.DataFrame(fold_rows)
-    allp = pd.concat(preds)
     idx = {e: i for i, e in enumerate(labels)}
     pooled = compute_metrics(allp["emotion"].map(idx).to_numpy(), allp["predicted"].map(idx).to_numpy(), labels)
-    pooled.update(model=cfg.model, store=str(store.path), split=f"{len(groups)}-fold leave-speakers-out",
-                  trained_on_augmented_rows=augmented,
-                  train_config=cfg.to_dict(), folds=fold_rows,
-                  fold_accuracy_mean=float(table["accuracy"].mean()), fold_accuracy_std=float(table["accuracy"].std(ddof=0)),
-                  fold_f1_macro_mean=float(table["f1_macro"].mean()), fold_f1_macro_std=float(table["f1_macro"].std(ddof=0)),
-                  seconds=time.perf_counter() - t0)
-    table.to_csv(out / "folds.csv", index=False)
-    allp.to_csv(out / "predictions.csv", index=False)
-    (out / "metrics.json").write_text(json.dumps(pooled, indent=2))
-    from ser.report.plots import plot_confusion
-
-    plot_confusion(np.array(pooled["confusion"]), labels, out / "confusion.png",
-                   title=f"{cfg.model}, {len(groups)}-fold leave-speakers-out: accuracy "
-                         f"{pooled['fold_accuracy_mean']:.3f} ± {pooled['fold_accuracy_std']:.3f}")
-    return CrossValResult(folds=table, metrics=pooled, predictions=allp, out_dir=out)
+    pooled.update(model=f.cfg.model, store=str(f.store.path), split=f"{n_folds}-fold leave-speakers-out",
+                  trained_on_augmented_rows=f.augmented, train_config=f.cfg.to_dict(), folds=fold_rows,
+                  fold_accuracy_mean=float(table["accuracy"].mean()),
+                  fold_accuracy_std=float(table["accuracy"].std(ddof=0)),
+                  fold_f1_macro_mean=float(table["f1_macro"].mean()),
+                  fold_f1_macro_std=float(table["f1_macro"].std(ddof=0)),
+                  seconds=seconds)
+    table.to_csv(f.out / "folds.csv", index=False)
+    allp.to_csv(f.out / "predictions.csv", index=False)
+    (f.out / "metrics.json").write_text(json.dumps(pooled, indent=2))
+    return CrossValResult(folds=table, metrics=pooled, predictions=allp, out_dir=f.out)

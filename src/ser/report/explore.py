@@ -381,15 +381,39 @@ def _table(rows: Iterable[dict[str, object]], columns: Sequence[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _page(*, corpus: _Corpus, emotions: Sequence[str], counts: list[tuple[str, str]],
-          durations_png: str | None, samples: dict[str, list[_Sample]], n_samples: int,
-          seed: int, store_part: dict[str, Any] | None, unreadable: list[dict[str, str]]) -> str:
-    clips = corpus.clips
-    d = clips["duration_s"].to_numpy(dtype=float)
-    d = d[np.isfinite(d)]
+@dataclass
+class _Sections:
+    """What the page shows besides the clip table: figures written under the report folder."""
+
+    emotions: list[str]
+    counts: list[tuple[str, str]]          # (png, caption) per grouping
+    durations_png: str | None
+    samples: dict[str, list[_Sample]]
+    store_part: dict[str, Any] | None      # the store section's numbers, or {"note": why not}
+
+
+def _page(corpus: _Corpus, sections: _Sections, *, n_samples: int, seed: int) -> str:
+    """The whole ``index.html``: header, class balance, durations, samples, store, unreadable files."""
+    p = _page_head(corpus, sections)
+    p += _durations_html(corpus.clips, sections.durations_png)
+    p += _samples_html(corpus, sections, n_samples=n_samples, seed=seed)
+    if sections.store_part is not None:
+        p += _store_html(sections.store_part)
+    p.append('<h2 id="unreadable">Files that could not be used</h2>')
+    if corpus.unreadable:
+        p.append(_table(corpus.unreadable, _UNREADABLE_COLUMNS))
+    else:
+        p.append('<p class="note">None: every file found was read.</p>')
+    p.append(f'<p class="note">Written by {_e(_GENERATOR)}.</p></body></html>')
+    return "\n".join(p) + "\n"
+
+
+def _page_head(corpus: _Corpus, sections: _Sections) -> list[str]:
+    """The document head, the corpus summary line, the navigation and the class-balance plots."""
+    clips, emotions = corpus.clips, sections.emotions
     rates = clips["sample_rate"].astype(int).value_counts().sort_index()
     rates_text = ", ".join(f"{r} Hz ({n})" for r, n in rates.items() if r > 0) or "not read"
-    p = [
+    return [
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f'<meta name="generator" content="{_e(_GENERATOR)}">',
         "<title>ser explore</title>", f"<style>{_CSS}</style></head><body>",
@@ -397,64 +421,76 @@ def _page(*, corpus: _Corpus, emotions: Sequence[str], counts: list[tuple[str, s
         f"<p>Source: {_e(corpus.source)}.<br>{len(clips)} readable clips, "
         f"{clips['speaker'].astype(str).replace('', np.nan).nunique()} speakers, "
         f"{len(emotions)} emotions ({_e(', '.join(emotions))}); sample rates: {_e(rates_text)}; "
-        f"{len(unreadable)} file(s) could not be used (see <a href=\"#unreadable\">below</a>).</p>",
+        f"{len(corpus.unreadable)} file(s) could not be used (see <a href=\"#unreadable\">below</a>).</p>",
         '<nav><a href="#counts">class balance</a><a href="#durations">durations</a>'
         '<a href="#samples">samples</a>'
-        + ('<a href="#store">features</a>' if store_part is not None else "")
+        + ('<a href="#store">features</a>' if sections.store_part is not None else "")
         + '<a href="#unreadable">unreadable files</a></nav>',
         '<h2 id="counts">Class balance</h2><div class="plots">',
-        *(_img(png, caption) for png, caption in counts), "</div>",
-        '<h2 id="durations">Durations</h2>',
+        *(_img(png, caption) for png, caption in sections.counts), "</div>",
     ]
+
+
+def _durations_html(clips: pd.DataFrame, durations_png: str | None) -> list[str]:
+    """The durations histogram and its summary (seconds, from the file headers)."""
+    d = clips["duration_s"].to_numpy(dtype=float)
+    d = d[np.isfinite(d)]
+    p = ['<h2 id="durations">Durations</h2>']
     if durations_png and d.size:
         p.append(f'<div class="plots">{_img(durations_png, "histogram of clip durations")}</div>'
                  f"<p>{d.size} clips: min {d.min():.2f} s, median {np.median(d):.2f} s, "
                  f"max {d.max():.2f} s, total {d.sum() / 60:.1f} min (from file headers).</p>")
     else:
         p.append('<p class="note">No durations known.</p>')
-    p.append(f'<h2 id="samples">Samples by emotion</h2><p class="note">Up to {n_samples} clips per '
-             f"emotion, drawn with seed {seed}. Players hold 16-bit WAV copies cut to at most "
-             f"{MAX_PLAYER_SECONDS:g} s; each figure shows the same audio: waveform above, STFT "
-             "magnitude in dB (log-frequency axis) below.</p>")
+    return p
+
+
+def _samples_html(corpus: _Corpus, sections: _Sections, *, n_samples: int, seed: int) -> list[str]:
+    """One section per emotion: its clip count, then a player and a figure per sample clip."""
+    p = [f'<h2 id="samples">Samples by emotion</h2><p class="note">Up to {n_samples} clips per '
+         f"emotion, drawn with seed {seed}. Players hold 16-bit WAV copies cut to at most "
+         f"{MAX_PLAYER_SECONDS:g} s; each figure shows the same audio: waveform above, STFT "
+         "magnitude in dB (log-frequency axis) below.</p>"]
     if corpus.base is None:
         p.append(f'<p class="note">Audio is not available: {_e(corpus.audio_note)}; '
                  "pass --data DIR to listen to samples.</p>")
-    for emotion in emotions:
-        n = int((clips["emotion"] == emotion).sum())
+    for emotion in sections.emotions:
+        n = int((corpus.clips["emotion"] == emotion).sum())
         name = EMOTION_NAMES.get(emotion, emotion.lower())
         p.append(f'<section class="emotion" id="emotion-{_e(emotion)}" data-emotion="{_e(emotion)}">'
                  f"<h3>{_e(emotion)} ({_e(name)}): {n} clips</h3>")
-        chosen = samples.get(emotion, [])
+        chosen = sections.samples.get(emotion, [])
         if not chosen:
             p.append('<p class="note">No sample clip available.</p>')
-        for s in chosen:
-            cut = f", first {s.shown_s:.1f} s" if s.duration_s > s.shown_s + 1e-3 else ""
-            speaker = f", speaker {_e(s.speaker)}" if s.speaker else ""
-            p.append(f'<div class="clip"><div><b>{_e(s.clip_id)}</b>{speaker} '
-                     f"({s.duration_s:.2f} s{cut})</div>"
-                     f'<audio controls preload="metadata" src="{_href(s.audio)}"></audio>'
-                     f'{_img(s.image, f"waveform and STFT of {s.clip_id}")}</div>')
+        p += [_sample_html(s) for s in chosen]
         p.append("</section>")
-    if store_part is not None:
-        p.append('<h2 id="store">Features from the store</h2>')
-        if "note" in store_part:
-            p.append(f'<p class="note">{_e(store_part["note"])}.</p>')
-        else:
-            incomplete = "" if store_part["complete"] else " The store is incomplete (featurize is unfinished)."
-            p.append(f"<p>{store_part['n_rows']} original clips (augmented copies left out); "
-                     f"descriptors {_e(', '.join(store_part['descriptors']))}; mel: "
-                     f"{store_part['n_mels']} bands at {store_part['sr']} Hz, hop "
-                     f"{store_part['hop']}; averages use each clip's true frames only.{_e(incomplete)}</p>"
-                     f'<div class="plots">{_img("descriptors.png", "descriptor box plots per emotion")}'
-                     f'{_img("mel_by_emotion.png", "average mel spectrogram per emotion")}'
-                     f'{_img("mel_profiles.png", "time-averaged mel spectrum per emotion")}</div>')
-    p.append('<h2 id="unreadable">Files that could not be used</h2>')
-    if unreadable:
-        p.append(_table(unreadable, _UNREADABLE_COLUMNS))
-    else:
-        p.append('<p class="note">None: every file found was read.</p>')
-    p.append(f'<p class="note">Written by {_e(_GENERATOR)}.</p></body></html>')
-    return "\n".join(p) + "\n"
+    return p
+
+
+def _sample_html(s: _Sample) -> str:
+    cut = f", first {s.shown_s:.1f} s" if s.duration_s > s.shown_s + 1e-3 else ""
+    speaker = f", speaker {_e(s.speaker)}" if s.speaker else ""
+    return (f'<div class="clip"><div><b>{_e(s.clip_id)}</b>{speaker} '
+            f"({s.duration_s:.2f} s{cut})</div>"
+            f'<audio controls preload="metadata" src="{_href(s.audio)}"></audio>'
+            f'{_img(s.image, f"waveform and STFT of {s.clip_id}")}</div>')
+
+
+def _store_html(store_part: dict[str, Any]) -> list[str]:
+    """The feature-store section: what the plots were made from, and the plots."""
+    p = ['<h2 id="store">Features from the store</h2>']
+    if "note" in store_part:
+        p.append(f'<p class="note">{_e(store_part["note"])}.</p>')
+        return p
+    incomplete = "" if store_part["complete"] else " The store is incomplete (featurize is unfinished)."
+    p.append(f"<p>{store_part['n_rows']} original clips (augmented copies left out); "
+             f"descriptors {_e(', '.join(store_part['descriptors']))}; mel: "
+             f"{store_part['n_mels']} bands at {store_part['sr']} Hz, hop "
+             f"{store_part['hop']}; averages use each clip's true frames only.{_e(incomplete)}</p>"
+             f'<div class="plots">{_img("descriptors.png", "descriptor box plots per emotion")}'
+             f'{_img("mel_by_emotion.png", "average mel spectrogram per emotion")}'
+             f'{_img("mel_profiles.png", "time-averaged mel spectrum per emotion")}</div>')
+    return p
 
 
 def _refuse_audio_folder(out: Path, corpus: _Corpus) -> None:
@@ -512,8 +548,7 @@ def explore(out: str | Path, *, data: str | Path | None = None, store: str | Pat
         SerError: neither ``data`` nor ``store`` given, ``samples < 0``; CorpusError or
             StoreError from reading them.
     """
-    from ser.report.plots import plot_durations
-    from ser.store.writer import Store
+    from ser.store import Store
 
     if data is None and store is None and manifest is None:
         raise SerError("nothing to explore: give a data folder (--data) or a feature store (--store)")
@@ -524,34 +559,51 @@ def explore(out: str | Path, *, data: str | Path | None = None, store: str | Pat
         raise SerError(f"--out {out} exists and is not a folder")
     st = Store(store, require_complete=False) if store is not None else None
     try:
-        if data is not None or manifest is not None:
-            corpus = _corpus_from_folder(Path(data) if data is not None else Path("."), dataset, manifest)
-        else:
-            corpus = _corpus_from_store(st)
-        _refuse_audio_folder(out, corpus)  # before anything is written or removed under out
-        out.mkdir(parents=True, exist_ok=True)
-        _clear_own_output(out)
-        if st is not None:
-            corpus.unreadable.extend(_store_failures(st))
-        if len(corpus.clips) == 0:
-            raise SerError(f"no readable clip in {corpus.source}; "
-                           f"{len(corpus.unreadable)} file(s) could not be used")
-        emotions = label_list(corpus.clips["emotion"].astype(str))
-        counts = _count_plots(corpus.clips, emotions, out)
-        d = corpus.clips["duration_s"].to_numpy(dtype=float)
-        d = d[np.isfinite(d)]
-        durations_png = None
-        if d.size:
-            durations_png = "durations.png"
-            plot_durations(d, out / durations_png, title=f"clip durations ({d.size} clips)")
-        picked = _draw_samples(corpus, emotions, out, samples=samples, seed=seed)
-        store_part = _store_section(st, emotions, out) if st is not None else None
+        corpus = _open_corpus(out, st, data=data, dataset=dataset, manifest=manifest)
+        sections = _draw_sections(corpus, st, out, samples=samples, seed=seed)
     finally:
         if st is not None:
             st.close()
-    page = _page(corpus=corpus, emotions=emotions, counts=counts, durations_png=durations_png,
-                 samples=picked, n_samples=samples, seed=seed, store_part=store_part,
-                 unreadable=corpus.unreadable)
     index = out / "index.html"
-    index.write_text(page, encoding="utf-8")
+    index.write_text(_page(corpus, sections, n_samples=samples, seed=seed), encoding="utf-8")
     return index
+
+
+def _open_corpus(out: Path, st: Any, *, data: str | Path | None, dataset: str,
+                 manifest: str | Path | None) -> _Corpus:
+    """The clips to describe (from the folder or manifest, else the store), with ``out`` made ready.
+
+    ``out`` is checked before anything under it is written or removed, then created and
+    cleared of an earlier report's own files.
+    """
+    if data is not None or manifest is not None:
+        corpus = _corpus_from_folder(Path(data) if data is not None else Path("."), dataset, manifest)
+    else:
+        corpus = _corpus_from_store(st)
+    _refuse_audio_folder(out, corpus)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_own_output(out)
+    if st is not None:
+        corpus.unreadable.extend(_store_failures(st))
+    if len(corpus.clips) == 0:
+        raise SerError(f"no readable clip in {corpus.source}; "
+                       f"{len(corpus.unreadable)} file(s) could not be used")
+    return corpus
+
+
+def _draw_sections(corpus: _Corpus, st: Any, out: Path, *, samples: int, seed: int) -> _Sections:
+    """Every figure of the page (counts, durations, sample clips, store plots), written to ``out``."""
+    from ser.report.plots import plot_durations
+
+    emotions = label_list(corpus.clips["emotion"].astype(str))
+    counts = _count_plots(corpus.clips, emotions, out)
+    d = corpus.clips["duration_s"].to_numpy(dtype=float)
+    d = d[np.isfinite(d)]
+    durations_png = None
+    if d.size:
+        durations_png = "durations.png"
+        plot_durations(d, out / durations_png, title=f"clip durations ({d.size} clips)")
+    picked = _draw_samples(corpus, emotions, out, samples=samples, seed=seed)
+    store_part = _store_section(st, emotions, out) if st is not None else None
+    return _Sections(emotions=list(emotions), counts=counts, durations_png=durations_png, samples=picked,
+                     store_part=store_part)

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 
-from ser.store.writer import Store, StoreChanged
+from ser.store import Store, StoreChanged
 
 
 def describe_store(path: str | Path, *, max_failures: int = 20, verify: bool = True) -> str:

@@ -20,7 +20,7 @@ import torch
 
 from ser.errors import CheckpointError
 from ser.training.models import SerNet, build_model
-from ser.store.writer import Store, describe_differences
+from ser.store import Store, describe_differences
 
 CHECKPOINT_VERSION = 1
 

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 from ser.errors import SerError
-from ser.store.writer import Store
+from ser.store import Store
 from ser.threads import Background
 
 CUDA_BUDGET_FRACTION = 0.5   # of free device memory: the rest is the model's, activations', cuDNN's

@@ -1,34 +1,34 @@
 """The one training loop, for every model, reading the store only (never audio).
 
-``fit`` trains one configuration; ``sweep`` trains a grid from one load of the store.
+``fit`` trains one configuration (sweeps over many live in :mod:`ser.experiments.sweep`).
 Early stopping watches validation macro-F1; ``best.pt`` and ``last.pt`` carry everything
-evaluate and predict need (see :mod:`ser.training.checkpoint`).
+evaluate and predict need (see :mod:`ser.training.checkpoint`). Training writes numbers
+only (``history.csv``); figures are drawn above it, by :mod:`ser.report`.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
-import itertools
-import shutil
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
 
-from ser.training.checkpoint import save_checkpoint
 from ser.errors import SerError
+from ser.store import Store
+from ser.training.checkpoint import save_checkpoint
+from ser.training.data import (SplitData, default_memory_budget, fit_statistics, load_rows, load_split,
+                               reduced_statistics, split_footprint)
 from ser.training.ddp import (DistContext, all_reduce_sum, all_reduce_sum_on, broadcast_flag, cleanup,
-                          init_distributed, launched_by_torchrun, local_world_size, shard_rows, unpadded_shard)
-from ser.training.data import (SplitData, default_memory_budget, fit_statistics, load_rows, load_split, reduced_statistics,
-                     split_footprint)
-from ser.training.models import build_model, get_spec, resolve_hparams
-from ser.store.writer import Store
+                              init_distributed, launched_by_torchrun, local_world_size, shard_rows, unpadded_shard)
+from ser.training.device import pick_device
+from ser.training.models import SerNet, build_model, get_spec, resolve_hparams
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -61,17 +61,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SerError("--device cuda asked for, but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise SerError(f"device must be auto, cpu or cuda, got {name!r}")
-    return torch.device(name)
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -209,10 +198,42 @@ class FitResult:
     history: list[dict[str, Any]]
 
 
+@dataclass
+class _Run:
+    """One torch run's fixed parts: what every step of :func:`fit` reads."""
+
+    cfg: TrainConfig
+    data: TrainData
+    out_dir: Path
+    device: torch.device
+    ctx: DistContext
+    model: SerNet
+    net: nn.Module              # what the training steps call: the DDP wrapper when data-parallel
+    opt: torch.optim.Optimizer
+    gen: torch.Generator        # shuffling, SpecAugment masks and mixup pairs: this rank's stream
+    ckpt_args: dict[str, Any]   # what every checkpoint of the run records besides weights and history
+    log: Callable[[str], None]
+
+    @property
+    def amp(self) -> bool:
+        return self.device.type == "cuda"  # bfloat16 autocast on the GPU only
+
+
+@dataclass
+class _Progress:
+    """What changes epoch by epoch; ``last.pt`` carries it so a run can resume."""
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best: tuple[float, float, int] = (-1.0, -1.0, 0)  # (val macro-F1, val accuracy, epoch)
+    stale: int = 0  # epochs since ``best`` improved
+    first: int = 1  # the first epoch still to run
+    saved: int = 0  # the epoch last.pt holds (0: none)
+
+
 def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch.device,
         log: Callable[[str], None] = lambda m: print(m, file=sys.stderr), resume: bool = False,
         ctx: DistContext | None = None) -> FitResult:
-    """Train one configuration; writes best.pt, last.pt, history.csv and curves.png to ``out_dir``.
+    """Train one configuration; writes best.pt, last.pt and history.csv to ``out_dir``.
 
     ``last.pt`` also carries what continuing needs: optimizer state, epoch, early-stopping state
     (best score, stale epochs) and the RNG states (the shuffling generator, torch's global RNG).
@@ -226,173 +247,234 @@ def fit(cfg: TrainConfig, data: TrainData, out_dir: str | Path, *, device: torch
     (the bare module's weights); its early-stopping decision is broadcast to every rank. Other
     ranks return a result with an empty history.
     """
-    from ser.training.checkpoint import load_resume_state
-
     ctx = ctx or DistContext()
-    if ctx.enabled:
-        if resume:
-            raise SerError("--resume is not supported under torchrun yet; resume in one process")
-        if not ctx.is_main:
-            log = lambda m: None  # noqa: E731
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not out_dir.is_dir():
-        raise SerError(f"--out {out_dir} exists and is not a folder")
-    if ctx.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.enabled and resume:
+        raise SerError("--resume is not supported under torchrun yet; resume in one process")
+    if not ctx.is_main:
+        log = lambda m: None  # noqa: E731
+    out_dir = _run_folder(out_dir, ctx)
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP also broadcasts rank 0's)
     gen = torch.Generator().manual_seed(cfg.seed + ctx.rank)  # each rank's own within-shard order
     spec = get_spec(cfg.model)
     if spec.family != data.family:
         raise SerError(f"model {cfg.model} reads {spec.family}, the data loaded is {data.family}")
-    labels = data.store.labels
-    ckpt_args = dict(model_name=cfg.model, hparams=cfg.hparams, family=data.family, labels=labels,
+    ckpt_args = dict(model_name=cfg.model, hparams=cfg.hparams, family=data.family, labels=data.store.labels,
                      feature_config=data.store.feature_config, input_shape=data.input_shape,
                      train_config=cfg.to_dict(), store=data.store)
     if spec.trainer == "sklearn":  # one deterministic fit: resuming it is fitting it again
         if ctx.enabled:
             raise SerError(f"{cfg.model} is a scikit-learn model: train it in one process, not under torchrun")
         return _fit_classic(cfg, data, out_dir, device=device, ckpt_args=ckpt_args, log=log)
-    model = build_model(cfg.model, input_shape=data.input_shape, n_classes=len(labels),
+    run = _build_run(cfg, data, out_dir, device=device, ctx=ctx, gen=gen, ckpt_args=ckpt_args, log=log)
+    progress = _restore(run) if resume else _Progress()
+    _log_start(run)
+    return _train_epochs(run, progress)
+
+
+def _run_folder(out_dir: str | Path, ctx: DistContext) -> Path:
+    """``out_dir`` as a Path, created by rank 0; refused when it is a file."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise SerError(f"--out {out_dir} exists and is not a folder")
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    return out_dir
+
+
+def _build_run(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: torch.device, ctx: DistContext,
+               gen: torch.Generator, ckpt_args: dict[str, Any], log: Callable[[str], None]) -> _Run:
+    """The model (wrapped in DDP when data-parallel) and its optimizer, on ``device``."""
+    model = build_model(cfg.model, input_shape=data.input_shape, n_classes=len(data.store.labels),
                         hparams=cfg.hparams, mean=data.mean, std=data.std).to(device)
-    net: nn.Module = model  # what the training steps call: the DDP wrapper when data-parallel
+    net: nn.Module = model
     if ctx.enabled:
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    opt = make_optimizer(cfg, net.parameters())
-    amp = device.type == "cuda"
-    loss_fn = nn.CrossEntropyLoss()
-    history: list[dict[str, Any]] = []
-    best = (-1.0, -1.0, 0)  # (val macro-F1, val accuracy, epoch)
-    stale = 0
-    first = 1
-    state = load_resume_state(out_dir / "last.pt", cfg.to_dict(), data.store) if resume else None
-    if resume and state is None:
-        log(f"no {out_dir / 'last.pt'} to resume from; starting at epoch 1")
-    if state is not None:
-        model.load_state_dict(state["state_dict"])
-        opt.load_state_dict(state["optimizer"])
-        history, best, stale = state["history"], state["best"], state["stale"]
-        gen.set_state(state["rng_shuffle"])
-        torch.set_rng_state(state["rng_torch"])
-        if state["rng_cuda"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(state["rng_cuda"])
-        first = state["epoch"] + 1
-        log(f"resuming {out_dir} after epoch {state['epoch']} (best so far: epoch {best[2]})")
-    log(f"training {cfg.model} ({sum(p.numel() for p in model.parameters()):,} parameters) on {device}"
-        + (f" x {ctx.world_size} processes (DDP): {len(data.train)} train rows per rank" if ctx.enabled
-           else f": {len(data.train)} train rows") + f" [{data.train.mode}], "
-        f"{len(data.val) if data.val else 0} val rows; {cfg.optimizer} lr={cfg.lr} batch={cfg.batch_size}")
+    return _Run(cfg=cfg, data=data, out_dir=out_dir, device=device, ctx=ctx, model=model, net=net,
+                opt=make_optimizer(cfg, net.parameters()), gen=gen, ckpt_args=ckpt_args, log=log)
 
-    def resume_state(epoch: int) -> dict[str, Any]:
-        """Plain data and tensors only: last.pt still loads with weights_only=True."""
-        return {"resume": {
-            "epoch": epoch, "optimizer": opt.state_dict(), "best": [float(best[0]), float(best[1]), int(best[2])],
-            "stale": stale, "rng_shuffle": gen.get_state(), "rng_torch": torch.get_rng_state(),
-            "rng_cuda": list(torch.cuda.get_rng_state_all()) if device.type == "cuda" else [],
-        }}
 
-    t_start = time.perf_counter()
-    finished = bool(history) and ((cfg.patience and stale >= cfg.patience) or first > cfg.epochs)
+def _restore(run: _Run) -> _Progress:
+    """Weights, optimizer, early-stopping and RNG states from ``last.pt``; a fresh start without one."""
+    from ser.training.checkpoint import load_resume_state
+
+    last = run.out_dir / "last.pt"
+    state = load_resume_state(last, run.cfg.to_dict(), run.data.store)
+    if state is None:
+        run.log(f"no {last} to resume from; starting at epoch 1")
+        return _Progress()
+    run.model.load_state_dict(state["state_dict"])
+    run.opt.load_state_dict(state["optimizer"])
+    run.gen.set_state(state["rng_shuffle"])
+    torch.set_rng_state(state["rng_torch"])
+    if state["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["rng_cuda"])
+    progress = _Progress(history=state["history"], best=state["best"], stale=state["stale"],
+                         first=state["epoch"] + 1, saved=state["epoch"])
+    run.log(f"resuming {run.out_dir} after epoch {state['epoch']} (best so far: epoch {progress.best[2]})")
+    return progress
+
+
+def _log_start(run: _Run) -> None:
+    cfg, data, ctx = run.cfg, run.data, run.ctx
+    run.log(f"training {cfg.model} ({sum(p.numel() for p in run.model.parameters()):,} parameters) on "
+            f"{run.device}" + (f" x {ctx.world_size} processes (DDP): {len(data.train)} train rows per rank"
+                               if ctx.enabled else f": {len(data.train)} train rows")
+            + f" [{data.train.mode}], {len(data.val) if data.val else 0} val rows; "
+            f"{cfg.optimizer} lr={cfg.lr} batch={cfg.batch_size}")
+
+
+def _train_epochs(run: _Run, progress: _Progress) -> FitResult:
+    """Epochs from ``progress.first`` until the last one or an early stop, deterministic on the CPU."""
+    cfg, t_start = run.cfg, time.perf_counter()
+    finished = bool(progress.history) and bool((cfg.patience and progress.stale >= cfg.patience)
+                                               or progress.first > cfg.epochs)
     if finished:
-        log(f"{out_dir} already finished at epoch {first - 1}; nothing to resume")
+        run.log(f"{run.out_dir} already finished at epoch {progress.first - 1}; nothing to resume")
     deterministic = torch.are_deterministic_algorithms_enabled()
-    if device.type == "cpu":  # bit-identical reruns and resumes on the CPU
+    if run.device.type == "cpu":  # bit-identical reruns and resumes on the CPU
         torch.use_deterministic_algorithms(True, warn_only=True)
-    saved = first - 1  # the epoch last.pt holds (0: none)
+    epochs = range(0) if finished else range(progress.first, cfg.epochs + 1)
     try:
-        for epoch in range(first, cfg.epochs + 1):
-            if finished:
-                break
-            t0 = time.perf_counter()
-            net.train()
-            total_loss = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device)
-            seen = 0
-            for x, y in data.train.batches(cfg.batch_size, shuffle=True, generator=gen):
-                if x.shape[0] < 2:  # BatchNorm cannot train on one row
-                    continue
-                x = model.normalize(x)
-                if cfg.spec_augment and data.family == "mel":
-                    x = spec_augment(x, gen)
-                targets = nn.functional.one_hot(y, len(labels)).float()
-                if cfg.mixup > 0:
-                    lam = float(np.random.default_rng(cfg.seed * 100003 + epoch * 7919 + seen).beta(cfg.mixup, cfg.mixup))
-                    perm = torch.randperm(x.shape[0], generator=gen).to(device)
-                    x = lam * x + (1 - lam) * x[perm]
-                    targets = lam * targets + (1 - lam) * targets[perm]
-                with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = net(x, normalized=True)
-                    loss = loss_fn(logits.float(), targets)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                total_loss += loss.detach() * x.shape[0]
-                correct += (logits.argmax(1) == y).sum()
-                seen += x.shape[0]
-            if ctx.enabled:  # over every rank's rows (the padded shards), so all ranks agree
-                sums = all_reduce_sum(torch.stack([total_loss.float(), correct.float(),
-                                                   torch.tensor(float(seen), device=device)]), ctx)
-                total_loss, correct, seen = sums[0], sums[1], int(round(float(sums[2])))
-            train_loss = float(total_loss) / max(seen, 1)
-            train_acc = float(correct) / max(seen, 1)
-            if not np.isfinite(train_loss):
-                raise SerError(f"training diverged at epoch {epoch} (loss {train_loss}); try a smaller --lr")
-            if not ctx.is_main:  # rank 0 validates, saves and decides; the others wait for its word
-                if broadcast_flag(False, ctx, device):
-                    break
-                continue
-            val = evaluate_split(model, data.val, amp=amp) if data.val else None
-            row = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
-                   "val_loss": val.loss if val else float("nan"),
-                   "val_accuracy": val.accuracy if val else float("nan"),
-                   "val_macro_f1": val.macro_f1 if val else float("nan"),
-                   "seconds": time.perf_counter() - t0}
-            history.append(row)
-            score = (val.macro_f1, val.accuracy) if val else (train_acc, train_acc)
-            improved = score > tuple(best[:2])
-            if improved:
-                best = (score[0], score[1], epoch)
-                stale = 0
-                save_checkpoint(out_dir / "best.pt", model=model, history=history, epoch=epoch, **ckpt_args)
-            else:
-                stale += 1
-            # last.pt after best.pt: a run killed between the two redoes this epoch, identically
-            save_checkpoint(out_dir / "last.pt", model=model, history=history, epoch=epoch,
-                            extra=resume_state(epoch), **ckpt_args)
-            saved = epoch
-            log(f"epoch {epoch:3d}/{cfg.epochs}  loss {train_loss:.4f}  acc {train_acc:.3f}"
-                + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
-                + f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
-            stop = bool(cfg.patience and stale >= cfg.patience)
-            if ctx.enabled:
-                stop = broadcast_flag(stop, ctx, device)
-            if stop:
-                log(f"early stop: no better validation macro-F1 for {cfg.patience} epochs")
+        for epoch in epochs:
+            if _epoch(run, progress, epoch):
                 break
     except KeyboardInterrupt:
-        if ctx.is_main:
-            log(f"\ninterrupted: {out_dir / 'last.pt'} holds epoch {saved}; run the same command with --resume "
-                "to continue from there" if saved else "\ninterrupted before the first epoch ended")
+        if run.ctx.is_main:
+            run.log(f"\ninterrupted: {run.out_dir / 'last.pt'} holds epoch {progress.saved}; run the same "
+                    "command with --resume to continue from there" if progress.saved
+                    else "\ninterrupted before the first epoch ended")
         raise
     finally:
-        if device.type == "cpu":
+        if run.device.type == "cpu":
             torch.use_deterministic_algorithms(deterministic)
-    if not ctx.is_main:
-        return FitResult(out_dir=out_dir, best_epoch=0, best_val_accuracy=float("nan"),
+    if not run.ctx.is_main:
+        return FitResult(out_dir=run.out_dir, best_epoch=0, best_val_accuracy=float("nan"),
                          best_val_macro_f1=float("nan"), epochs_run=0,
                          seconds=time.perf_counter() - t_start, history=[])
-    _write_history(out_dir, history)
-    return FitResult(out_dir=out_dir, best_epoch=int(best[2]), best_val_accuracy=float(best[1]),
-                     best_val_macro_f1=float(best[0]), epochs_run=len(history),
-                     seconds=time.perf_counter() - t_start, history=history)
+    write_history(run.out_dir, progress.history)
+    best = progress.best
+    return FitResult(out_dir=run.out_dir, best_epoch=int(best[2]), best_val_accuracy=float(best[1]),
+                     best_val_macro_f1=float(best[0]), epochs_run=len(progress.history),
+                     seconds=time.perf_counter() - t_start, history=progress.history)
+
+
+def _epoch(run: _Run, progress: _Progress, epoch: int) -> bool:
+    """Train one epoch, then (rank 0) validate, checkpoint and log; True when training should stop."""
+    t0 = time.perf_counter()
+    train_loss, train_acc = _train_one_epoch(run, epoch)
+    if not run.ctx.is_main:  # rank 0 validates, saves and decides; the others wait for its word
+        return broadcast_flag(False, run.ctx, run.device)
+    val = evaluate_split(run.model, run.data.val, amp=run.amp) if run.data.val else None
+    row = _history_row(epoch, train_loss, train_acc, val, seconds=time.perf_counter() - t0)
+    progress.history.append(row)
+    improved = _checkpoint(run, progress, epoch, (val.macro_f1, val.accuracy) if val else (train_acc, train_acc))
+    run.log(f"epoch {epoch:3d}/{run.cfg.epochs}  loss {train_loss:.4f}  acc {train_acc:.3f}"
+            + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
+            + f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
+    return _early_stop(run, progress)
+
+
+def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, float]:
+    """One pass over the (shuffled) training rows: ``(mean loss, accuracy)`` over every rank's rows."""
+    run.net.train()
+    total_loss = torch.zeros((), device=run.device)
+    correct = torch.zeros((), device=run.device)
+    seen = 0
+    for x, y in run.data.train.batches(run.cfg.batch_size, shuffle=True, generator=run.gen):
+        if x.shape[0] < 2:  # BatchNorm cannot train on one row
+            continue
+        x, targets = _augment_batch(run, x, y, epoch=epoch, seen=seen)
+        with torch.autocast(device_type=run.device.type, dtype=torch.bfloat16, enabled=run.amp):
+            logits = run.net(x, normalized=True)
+            loss = nn.functional.cross_entropy(logits.float(), targets)
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        run.opt.step()
+        total_loss += loss.detach() * x.shape[0]
+        correct += (logits.argmax(1) == y).sum()
+        seen += x.shape[0]
+    if run.ctx.enabled:  # over every rank's rows (the padded shards), so all ranks agree
+        sums = all_reduce_sum(torch.stack([total_loss.float(), correct.float(),
+                                           torch.tensor(float(seen), device=run.device)]), run.ctx)
+        total_loss, correct, seen = sums[0], sums[1], int(round(float(sums[2])))
+    train_loss = float(total_loss) / max(seen, 1)
+    if not np.isfinite(train_loss):
+        raise SerError(f"training diverged at epoch {epoch} (loss {train_loss}); try a smaller --lr")
+    return train_loss, float(correct) / max(seen, 1)
+
+
+def _augment_batch(run: _Run, x: torch.Tensor, y: torch.Tensor, *, epoch: int,
+                   seen: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalised inputs and soft targets ``(B, classes)``, after SpecAugment and mixup when asked.
+
+    Mixup's weight comes from its own generator, seeded by (seed, epoch, rows seen), so it does
+    not shift the shuffling stream; its pairing permutation comes from ``run.gen``.
+    """
+    cfg = run.cfg
+    x = run.model.normalize(x)
+    if cfg.spec_augment and run.data.family == "mel":
+        x = spec_augment(x, run.gen)
+    targets = nn.functional.one_hot(y, len(run.data.store.labels)).float()
+    if cfg.mixup > 0:
+        lam = float(np.random.default_rng(cfg.seed * 100003 + epoch * 7919 + seen).beta(cfg.mixup, cfg.mixup))
+        perm = torch.randperm(x.shape[0], generator=run.gen).to(run.device)
+        x = lam * x + (1 - lam) * x[perm]
+        targets = lam * targets + (1 - lam) * targets[perm]
+    return x, targets
+
+
+def _history_row(epoch: int, train_loss: float, train_acc: float, val: EpochStats | None, *,
+                 seconds: float) -> dict[str, Any]:
+    """One line of history.csv (validation columns NaN without validation rows)."""
+    nan = float("nan")
+    return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
+            "val_loss": val.loss if val else nan, "val_accuracy": val.accuracy if val else nan,
+            "val_macro_f1": val.macro_f1 if val else nan, "seconds": seconds}
+
+
+def _checkpoint(run: _Run, progress: _Progress, epoch: int, score: tuple[float, float]) -> bool:
+    """Update the best score; write best.pt when it improved, then last.pt. True: it improved."""
+    improved = score > tuple(progress.best[:2])
+    if improved:
+        progress.best, progress.stale = (score[0], score[1], epoch), 0
+        save_checkpoint(run.out_dir / "best.pt", model=run.model, history=progress.history, epoch=epoch,
+                        **run.ckpt_args)
+    else:
+        progress.stale += 1
+    # last.pt after best.pt: a run killed between the two redoes this epoch, identically
+    save_checkpoint(run.out_dir / "last.pt", model=run.model, history=progress.history, epoch=epoch,
+                    extra=_resume_state(run, progress, epoch), **run.ckpt_args)
+    progress.saved = epoch
+    return improved
+
+
+def _resume_state(run: _Run, progress: _Progress, epoch: int) -> dict[str, Any]:
+    """Plain data and tensors only: last.pt still loads with weights_only=True."""
+    best = progress.best
+    return {"resume": {
+        "epoch": epoch, "optimizer": run.opt.state_dict(), "best": [float(best[0]), float(best[1]), int(best[2])],
+        "stale": progress.stale, "rng_shuffle": run.gen.get_state(), "rng_torch": torch.get_rng_state(),
+        "rng_cuda": list(torch.cuda.get_rng_state_all()) if run.device.type == "cuda" else [],
+    }}
+
+
+def _early_stop(run: _Run, progress: _Progress) -> bool:
+    """Rank 0's decision after ``patience`` epochs without improvement, broadcast to every rank."""
+    patience = run.cfg.patience
+    stop = bool(patience and progress.stale >= patience)
+    if run.ctx.enabled:
+        stop = broadcast_flag(stop, run.ctx, run.device)
+    if stop:
+        run.log(f"early stop: no better validation macro-F1 for {patience} epochs")
+    return stop
 
 
 def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: torch.device,
-                 ckpt_args: dict[str, Any], log: Callable[[str], None]) -> "FitResult":
+                 ckpt_args: dict[str, Any], log: Callable[[str], None]) -> FitResult:
     """Fit a scikit-learn baseline once on the standardised training rows; one history row."""
     from ser.training.baselines import fit_classic
-    from ser.training.models import SerNet
 
     t0 = time.perf_counter()
     x = data.train.x if data.train.x is not None else torch.cat(
@@ -407,14 +489,12 @@ def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: to
     model = SerNet(body, data.mean, data.std).to(device).eval()
     train_stats = evaluate_split(model, data.train)
     val = evaluate_split(model, data.val) if data.val else None
-    row = {"epoch": 1, "train_loss": train_stats.loss, "train_accuracy": train_stats.accuracy,
-           "val_loss": val.loss if val else float("nan"), "val_accuracy": val.accuracy if val else float("nan"),
-           "val_macro_f1": val.macro_f1 if val else float("nan"), "seconds": time.perf_counter() - t0}
+    row = _history_row(1, train_stats.loss, train_stats.accuracy, val, seconds=time.perf_counter() - t0)
     history = [row]
     args = dict(ckpt_args, hparams=hp, train_config={**cfg.to_dict(), "hparams": hp})
     for name in ("best.pt", "last.pt"):
         save_checkpoint(out_dir / name, model=model, history=history, epoch=1, **args)
-    _write_history(out_dir, history)
+    write_history(out_dir, history)
     log(f"train acc {train_stats.accuracy:.3f}" + (f"  val acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
         + f"  {row['seconds']:.1f}s")
     score = (val.macro_f1, val.accuracy) if val else (train_stats.accuracy, train_stats.accuracy)
@@ -422,129 +502,32 @@ def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: to
                      epochs_run=1, seconds=row["seconds"], history=history)
 
 
-def _write_history(out_dir: Path, history: list[dict[str, Any]]) -> None:
-    with open(out_dir / "history.csv", "w", newline="") as f:
+def write_history(out_dir: Path, history: list[dict[str, Any]]) -> Path:
+    """``out_dir/history.csv``: one row per epoch (the columns of :func:`_history_row`)."""
+    path = Path(out_dir) / "history.csv"
+    with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(history[0]))
         writer.writeheader()
         writer.writerows(history)
-    from ser.report.plots import plot_history
-
-    plot_history(history, out_dir / "curves.png")
-
-
-# -- sweeps ------------------------------------------------------------------------------------
-def parse_sweep(items: Sequence[str]) -> dict[str, list[str]]:
-    """``["optimizer=adam,sgd", "filters=128,64|256,128"]`` -> grid axes. Values that contain
-    commas themselves (filters, kernels) are separated by ``|``.
-
-    Keys joined by ``+`` form one axis whose values change together (a list of rows, not a
-    product): ``filters+kernels=128,64;1x3,3x5|512,256;3x5,3x5`` is two runs, each value giving
-    the keys' parts separated by ``;``.
-    """
-    grid: dict[str, list[str]] = {}
-    for item in items:
-        if "=" not in item:
-            raise SerError(f"--sweep {item!r} is not KEY=V1,V2")
-        key, values = item.split("=", 1)
-        key = "+".join(k.strip().replace("-", "_") for k in key.split("+"))
-        sep = "|" if ("|" in values or "+" in key) else ","
-        vals = [v.strip() for v in values.split(sep) if v.strip()]
-        if not vals:
-            raise SerError(f"--sweep {item!r} has no values")
-        n_keys = len(key.split("+"))
-        for v in vals:
-            if n_keys > 1 and len(v.split(";")) != n_keys:
-                raise SerError(f"--sweep {item!r}: value {v!r} needs {n_keys} parts separated by ';' "
-                               f"(one per key of {key})")
-        grid[key] = vals
-    return grid
-
-
-def grid_points(grid: dict[str, list[str]]) -> list[dict[str, str]]:
-    """Every point of the grid as plain ``{key: value}`` overrides (joined axes split apart)."""
-    points = []
-    for values in itertools.product(*grid.values()):
-        point: dict[str, str] = {}
-        for key, value in zip(grid, values):
-            point.update(zip(key.split("+"), value.split(";")) if "+" in key else [(key, value)])
-        points.append(point)
-    return points
-
-
-_TOP_LEVEL_CASTS: dict[str, Callable[[str], Any]] = {
-    "optimizer": str, "lr": float, "epochs": int, "batch_size": int, "seed": int, "patience": int,
-    "weight_decay": float, "momentum": float, "mixup": float,
-    "spec_augment": lambda v: str(v).lower() in ("1", "true", "yes", "on"),
-    "speaker_norm": lambda v: str(v).lower() in ("1", "true", "yes", "on"),
-}
-
-
-def apply_overrides(base: TrainConfig, overrides: dict[str, str]) -> TrainConfig:
-    """A config with top-level fields or model hyper-parameters replaced by (string) values."""
-    top = {k: _TOP_LEVEL_CASTS[k](v) for k, v in overrides.items() if k in _TOP_LEVEL_CASTS}
-    hp = {k: v for k, v in overrides.items() if k not in _TOP_LEVEL_CASTS}
-    if "model" in hp:
-        raise SerError("the model cannot be swept; run one sweep per model")
-    return dataclasses.replace(base, **top, hparams={**base.hparams, **hp})
-
-
-def sweep(base: TrainConfig, grid: dict[str, list[str]], data: TrainData, out_dir: str | Path, *,
-          device: torch.device, log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-          resume: bool = False) -> list[dict[str, Any]]:
-    """Train every grid point from one load of the store; write results.csv/.md and the winner's best.pt."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    from ser.evaluation.evaluator import evaluate
-
-    results = []
-    points = grid_points(grid)
-    has_test = len(data.store.rows("test")) > 0
-    for i, overrides in enumerate(points, 1):
-        cfg = apply_overrides(base, overrides)
-        name = "-".join(f"{k}={v}".replace("/", "_").replace("|", "_").replace(",", "_") for k, v in overrides.items())
-        log(f"[{i}/{len(points)}] {name}")
-        res = fit(cfg, data, out_dir / name, device=device, log=log, resume=resume)
-        results.append({**overrides, "run": name, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-                        "val_accuracy": round(res.best_val_accuracy, 4), "val_macro_f1": round(res.best_val_macro_f1, 4),
-                        "seconds": round(res.seconds, 1)})
-        if has_test:  # reported beside each run; the winner is still picked on validation alone
-            ev = evaluate(res.out_dir / "best.pt", store=data.store.path, split="test",
-                          out_dir=res.out_dir / "test", device=device.type, log=log)
-            results[-1].update(test_accuracy=round(ev.metrics["accuracy"], 4),
-                               test_macro_f1=round(ev.metrics["f1_macro"], 4))
-            log(f"    test accuracy {ev.metrics['accuracy']:.4f}, macro-F1 {ev.metrics['f1_macro']:.4f}")
-    results.sort(key=lambda r: (-r["val_macro_f1"], -r["val_accuracy"]))
-    with open(out_dir / "results.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(results[0]))
-        w.writeheader()
-        w.writerows(results)
-    cols = list(results[0])
-    md = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in results]
-    (out_dir / "results.md").write_text("\n".join(md) + "\n")
-    winner = results[0]
-    shutil.copyfile(out_dir / winner["run"] / "best.pt", out_dir / "best.pt")
-    log(f"best: {winner['run']} (val macro-F1 {winner['val_macro_f1']}, accuracy {winner['val_accuracy']})")
-    return results
+    return path
 
 
 def train(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, device: str = "auto",
-          sweep_grid: dict[str, list[str]] | None = None, memory_budget_bytes: int | None = None,
+          memory_budget_bytes: int | None = None,
           log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-          resume: bool = False) -> list[dict[str, Any]] | FitResult:
-    """Open the store, load the model's feature family once, then fit one config or a grid.
+          resume: bool = False) -> FitResult:
+    """Open the store, load the model's feature family once, then fit the config.
 
     ``memory_budget_bytes`` caps what the input path keeps in memory (device memory on CUDA,
     RAM on CPU); None picks a default from what is free (see :mod:`ser.training.data`). A split that
-    does not fit is streamed in chunks from the store.
+    does not fit is streamed in chunks from the store. Launched by torchrun (``WORLD_SIZE`` > 1)
+    it trains data-parallel, one process per rank.
     """
     dev = pick_device(device)
     if not launched_by_torchrun():
-        return _train(store_path, cfg, out_dir, dev=dev, ctx=DistContext(), sweep_grid=sweep_grid,
-                      memory_budget_bytes=memory_budget_bytes, log=log, resume=resume)
-    # launched by torchrun (WORLD_SIZE > 1): data-parallel, one process per rank
-    if sweep_grid:
-        raise SerError("--sweep is not supported under torchrun; run the grid in one process")
+        data = open_train_data(store_path, cfg, dev, ctx=DistContext(), memory_budget_bytes=memory_budget_bytes,
+                               log=log)
+        return fit(cfg, data, out_dir, device=dev, log=log, resume=resume)
     if resume:
         raise SerError("--resume is not supported under torchrun yet; resume in one process")
     if get_spec(cfg.model).trainer == "sklearn":
@@ -553,25 +536,25 @@ def train(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, devi
     try:
         if not ctx.is_main:
             log = lambda m: None  # noqa: E731
-        return _train(store_path, cfg, out_dir, dev=dist_dev, ctx=ctx, sweep_grid=None,
-                      memory_budget_bytes=memory_budget_bytes, log=log, resume=False)
+        data = open_train_data(store_path, cfg, dist_dev, ctx=ctx, memory_budget_bytes=memory_budget_bytes,
+                               log=log)
+        return fit(cfg, data, out_dir, device=dist_dev, log=log, ctx=ctx)
     finally:
         cleanup(ctx)
 
 
-def _train(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, dev: torch.device, ctx: DistContext,
-           sweep_grid: dict[str, list[str]] | None, memory_budget_bytes: int | None,
-           log: Callable[[str], None], resume: bool) -> list[dict[str, Any]] | FitResult:
+def open_train_data(store_path: str | Path, cfg: TrainConfig, device: torch.device, *,
+                    ctx: DistContext | None = None, memory_budget_bytes: int | None = None,
+                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> TrainData:
+    """Open the store and load what ``cfg``'s model reads (:func:`load_train_data`), saying how."""
+    ctx = ctx or DistContext()
     store = Store(store_path)
     t0 = time.perf_counter()
-    data = load_train_data(store, get_spec(cfg.model).family, dev, memory_budget_bytes=memory_budget_bytes,
+    data = load_train_data(store, get_spec(cfg.model).family, device, memory_budget_bytes=memory_budget_bytes,
                            speaker_norm=cfg.speaker_norm, ctx=ctx)
     log(f"input: train {len(data.train)} rows {data.train.mode}"
         + (f" (rank 0's shard of {len(store.rows('train'))}, {ctx.world_size} ranks)" if ctx.enabled else "")
         + (f"; val {len(data.val)} rows {data.val.mode}" if data.val else "")
         + f" ({'given' if memory_budget_bytes is not None else 'default'} budget; loaded in "
         f"{time.perf_counter() - t0:.1f}s)")
-    if sweep_grid:
-        return sweep(cfg, sweep_grid, data, out_dir, device=dev, log=log, resume=resume)
-    return fit(cfg, data, out_dir, device=dev, log=log, resume=resume, ctx=ctx)
-
+    return data

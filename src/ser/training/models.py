@@ -95,6 +95,10 @@ def parse_filters(text: str | Sequence[int]) -> list[int]:
     return out
 
 
+#: How CNN2D reduces its last feature map: global average or max pooling, or the study's flatten.
+POOLINGS: tuple[str, ...] = ("avg", "max", "flatten")
+
+
 class CNN2D(nn.Module):
     """A 2D CNN over mel-dB, input ``(batch, n_mels, frames)``, logits ``(batch, n_classes)``.
 
@@ -111,7 +115,7 @@ class CNN2D(nn.Module):
         filters, kernels = list(filters), list(kernels)
         if len(filters) != len(kernels):
             raise SerError(f"{len(filters)} filters but {len(kernels)} kernels: give one kernel per filter")
-        if pooling not in ("avg", "max", "flatten"):
+        if pooling not in POOLINGS:
             raise SerError(f"pooling must be avg, max or flatten, got {pooling!r}")
         h, w = input_shape
         layers: list[nn.Module] = []

@@ -1,0 +1,90 @@
+"""Evaluation of checkpoints on stores (metrics, predictions) and prediction on new audio."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from ser.evaluation.evaluator import compute_metrics, evaluate, most_confused
+from ser.featurize.job import featurize
+from ser.store import Store
+from ser.training.checkpoint import load_checkpoint
+from ser.training.loop import TrainConfig, train
+
+QUIET = dict(log=lambda m: None)
+
+
+def test_metrics_agree_with_scikit_learn() -> None:
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    rng = np.random.default_rng(3)
+    y_true = rng.integers(0, 4, 200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 4, 200))
+    labels = ["ANG", "HAP", "NEU", "SAD"]
+    m = compute_metrics(y_true, y_pred, labels)
+    assert m["accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    for avg in ("micro", "macro", "weighted"):
+        assert m[f"f1_{avg}"] == pytest.approx(f1_score(y_true, y_pred, average=avg))
+    assert m["confusion"] == confusion_matrix(y_true, y_pred).tolist()
+    cm = np.array([[5, 3, 0], [1, 4, 0], [0, 7, 2]])
+    pairs = most_confused(cm, ["A", "B", "C"])
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [("C", "B", 7), ("A", "B", 3), ("B", "A", 1)]
+    assert pairs[0]["rate"] == pytest.approx(7 / 9)
+
+
+def test_train_and_evaluate_run_with_the_audio_folder_gone(cremad_corpus: Path, small_store_config,
+                                                           tmp_path: Path) -> None:
+    audio = tmp_path / "AudioWAV"
+    shutil.copytree(cremad_corpus, audio)
+    cfg = replace(small_store_config, data=audio, out=tmp_path / "feats.h5", emotions=("ANG", "SAD", "NEU"),
+                  augment=())
+    featurize(cfg, progress=False, **QUIET)
+    shutil.rmtree(audio)
+    res = train(cfg.out, TrainConfig(model="cnn1d", epochs=2, batch_size=8, patience=0), tmp_path / "run",
+                device="cpu", **QUIET)
+    assert res.epochs_run == 2
+    ev = evaluate(tmp_path / "run" / "best.pt", device="cpu", out_dir=tmp_path / "ev", **QUIET)
+    assert ev.metrics["n"] > 0
+    metrics = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert set(metrics) >= {"accuracy", "f1_micro", "f1_macro", "f1_weighted", "per_class", "confusion", "most_confused"}
+    preds = pd.read_csv(tmp_path / "ev" / "predictions.csv")
+    assert len(preds) == ev.metrics["n"] and {"clip_id", "true", "predicted", "p_ANG"} <= set(preds.columns)
+    # confusion.png is drawn above evaluation (ser.report.runs): tests/report/test_runs.py and the CLI test
+
+
+def test_evaluate_on_another_store_with_all_clips_in_test(cremad_corpus: Path, small_store: Path,
+                                                          small_store_config, tmp_path: Path) -> None:
+    """A corpus featurized with --test-size 1.0 (every clip in test) evaluates a checkpoint
+    trained on another store with the same feature config; unknown emotions are left out."""
+    train(small_store, TrainConfig(model="cnn1d", epochs=1, batch_size=16, patience=0), tmp_path / "run",
+          device="cpu", **QUIET)
+    from ser.corpus.splits import SplitConfig
+
+    cfg = replace(small_store_config, out=tmp_path / "all_test.h5", augment=(),
+                  split=SplitConfig(test_size=1.0), emotions=("ANG", "HAP"))
+    featurize(cfg, progress=False, **QUIET)
+    assert set(Store(cfg.out).meta()["split"]) == {"test"}
+    ev = evaluate(tmp_path / "run" / "best.pt", store=cfg.out, device="cpu", **QUIET)
+    assert ev.metrics["n"] == len(Store(cfg.out).meta())
+    assert set(ev.predictions["true"]) == {"ANG", "HAP"}
+
+
+def test_predict_uses_the_same_features_as_featurize(cremad_corpus: Path, small_store: Path, tmp_path: Path) -> None:
+    from ser.evaluation.predict import predict_files
+
+    train(small_store, TrainConfig(model="cnn1d", epochs=1, batch_size=16, patience=0), tmp_path, device="cpu", **QUIET)
+    st = Store(small_store)
+    meta = st.meta()
+    row = meta[(meta["augment"] == "none") & (meta["split"] == "test")].iloc[0]
+    ckpt = load_checkpoint(tmp_path / "best.pt")
+    with torch.no_grad():
+        p_store = torch.softmax(ckpt.model(torch.from_numpy(st.read("descriptors", [row.name]))), 1)[0].numpy()
+    res = predict_files(tmp_path / "best.pt", [cremad_corpus / row["path"]])[0]
+    np.testing.assert_allclose([res["probabilities"][l] for l in ckpt.labels], p_store, rtol=1e-4, atol=1e-5)
