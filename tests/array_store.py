@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ser.features.extractor import FeatureConfig, descriptor_names
+from ser.features.config import FeatureConfig, descriptor_names
 from ser.corpus.splits import SplitConfig
-from ser.store.writer import StoreWriter
+from ser.store import StoreWriter
+from ser.store.parts import PartData
 
 LABELS = ["ANG", "HAP", "SAD"]
 
@@ -40,7 +41,7 @@ def make_array_store(path: Path, *, per_class: int = 30, seed: int = 0, n_mels: 
     run_config = {"feature_config": fc.to_dict(), "split_config": SplitConfig().to_dict(),
                   "dataset": "synthetic", "data": str(path.parent), "manifest": None, "emotions": None,
                   "augment": [], "labels": LABELS}
-    w = StoreWriter(path, run_config=run_config, descriptor_names=names, clip_table=meta, overwrite=True)
-    w.append(desc, mel, meta)
-    w.finish()
+    with StoreWriter(path, run_config=run_config, descriptor_names=names, overwrite=True) as w:
+        w.write(PartData(desc, mel, meta))
+        w.finish()
     return path

@@ -17,6 +17,8 @@ The longer randomized version (20+ kill trials, kills at every commit point) is
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 import shutil
 import signal
@@ -38,10 +40,10 @@ from click.testing import CliRunner, Result
 from array_store import make_array_store
 from ser.cli import main
 from ser.errors import StoreError
-from ser.features.extractor import FeatureConfig
+from ser.features.config import FeatureConfig
 from ser.featurize.job import FeaturizeConfig, featurize
 from ser.report.info import describe_store
-from ser.store.writer import SCHEMA_VERSION, Store, StoreWriter, read_attrs, work_dir
+from ser.store import SCHEMA_VERSION, Store, read_attrs, work_dir
 from ser.corpus.synth import make_cremad_corpus, synth_voice
 from ser.training.loop import TrainConfig, train
 
@@ -87,7 +89,7 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def tiny_config(data: Path, out: Path, **kw: Any) -> FeaturizeConfig:
-    return FeaturizeConfig(data=data, out=out, augment=("noise",), workers=1, batch_clips=2,
+    return FeaturizeConfig(data=data, out=out, augment=("noise",), workers=1, task_clips=2,
                            features=FeatureConfig(n_mels=16, max_seconds=1.0), **kw)
 
 
@@ -95,10 +97,10 @@ CHILD = textwrap.dedent("""
     import sys, time, warnings
     from pathlib import Path
     warnings.filterwarnings("ignore")
-    from ser.features.extractor import FeatureConfig
+    from ser.features.config import FeatureConfig
     from ser.featurize.job import FeaturizeConfig, featurize
     cfg = FeaturizeConfig(data=Path(sys.argv[1]), out=Path(sys.argv[2]), augment=("noise",), workers=1,
-                          batch_clips=2, features=FeatureConfig(n_mels=16, max_seconds=1.0))
+                          task_clips=2, features=FeatureConfig(n_mels=16, max_seconds=1.0))
     print("ready", flush=True)
     featurize(cfg, progress=False, log=lambda m: None)
     print("done", flush=True)
@@ -137,7 +139,7 @@ def test_featurize_killed_at_a_random_moment_resumes_to_the_clean_store(tiny: Pa
 
 def test_killed_at_the_final_rename_resumes(tiny: Path, reference: Path, tmp_path: Path) -> None:
     """strace's fault injection kills the writer exactly before its last rename (the replace
-    that publishes the store): every batch is committed, nothing is published."""
+    that publishes the store): every part is committed, nothing is published."""
     if shutil.which("strace") is None:
         pytest.skip("strace not installed")
     out = tmp_path / "feats.h5"
@@ -163,7 +165,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny: Path, tmp_path: Path)
         for wav in tiny.glob("*.wav"):
             actor = 1001 + 10 * (int(wav.name[:4]) - 1001) + copy
             shutil.copy(wav, many / f"{actor}{wav.name[4:]}")
-    assert len(list(many.glob("*.wav"))) == 120  # two batches: the first gets a part, the last none
+    assert len(list(many.glob("*.wav"))) == 120  # four tasks of 32 clips (the default), a part each
     out = tmp_path / "feats.h5"
     args = ["featurize", "--data", many, "--out", out, "--workers", 1, "--no-progress", "--n-mels", 16,
             "--max-seconds", 1.0, "--augment", "noise,stretch,shift,pitch"]
@@ -171,7 +173,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tiny: Path, tmp_path: Path)
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (work_dir(out) / "part-000000.h5").exists() and time.monotonic() < deadline:
-        time.sleep(0.01)  # the first batch (64 clips) is committed: the run is mid-way
+        time.sleep(0.01)  # the first task's part (32 clips) is committed: the run is mid-way
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=60)
     if proc.returncode in (0, -signal.SIGINT) and out.exists():
@@ -190,7 +192,7 @@ def test_a_second_writer_is_refused_and_readers_are_told(tiny: Path, reference: 
     out = tmp_path / "feats.h5"
     holder = textwrap.dedent(f"""
         import time
-        from ser.store.writer import StoreWriter, read_attrs
+        from ser.store import StoreWriter, read_attrs
         rc = read_attrs({str(reference)!r})
         w = StoreWriter({str(out)!r}, run_config=rc["run_config"], descriptor_names=rc["descriptor_names"])
         print("ready", flush=True)
@@ -602,23 +604,77 @@ def test_a_damaged_checkpoint_is_refused_with_a_message(trained: tuple[Path, Pat
         assert result.exit_code == 1 and reason in result.output, result.output
 
 
+@pytest.mark.parametrize("where", ["worker", "commit"])
 def test_a_full_disk_stops_featurize_with_a_message_and_the_rerun_finishes(
-        tiny: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tiny: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str) -> None:
+    """The disk fills up at the third part: while its worker writes it (``worker``), or at the
+    parent's rename that commits it (``commit``). Either way featurize stops with a StoreError
+    naming the cause, the parts committed before stay, no tmp file is left, and the rerun
+    finishes the clean run's store."""
+    import ser.store.parts as parts_mod
+
     out = tmp_path / "feats.h5"
-    real = StoreWriter._write_part
     calls = []
+    if where == "worker":
+        real_fsync = parts_mod.fsync_path
 
-    def full_on_the_third(self: StoreWriter, *args: Any) -> None:
-        calls.append(1)
-        if len(calls) == 3:
-            args[0].write_bytes(b"half a part")  # the .tmp file, cut short by the full disk
-            raise OSError(28, "No space left on device")
-        real(self, *args)
+        def full_on_the_third(path: Path, **kw: Any) -> None:
+            if path.name.startswith("tmp-"):  # a worker's part, written, then flushed to a full disk
+                calls.append(path.name)
+                if len(calls) == 3:
+                    assert path.stat().st_size > 0
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            real_fsync(path, **kw)
 
-    monkeypatch.setattr(StoreWriter, "_write_part", full_on_the_third)
+        monkeypatch.setattr(parts_mod, "fsync_path", full_on_the_third)
+    else:
+        real_replace = os.replace
+
+        def full_at_the_third_commit(src: Any, dst: Any) -> None:
+            if Path(dst).name.startswith("part-"):
+                calls.append(Path(dst).name)
+                if len(calls) == 3:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+            real_replace(src, dst)
+
+        monkeypatch.setattr(os, "replace", full_at_the_third_commit)
     with pytest.raises(StoreError, match="No space left on device.*rows committed before it are safe"):
         featurize(tiny_config(tiny, out), progress=False, **QUIET)
     monkeypatch.undo()
-    assert not list(work_dir(out).glob("*.tmp"))
+    assert len(calls) == 3
+    assert not list(work_dir(out).glob("*.tmp")) and not list(work_dir(out).glob("tmp-*"))
+    info = read_attrs(out)
+    assert not info["complete"] and len(info["parts"]) == 2  # what was committed is kept
     featurize(tiny_config(tiny, out), progress=False, **QUIET)
+    same_store(reference, out)
+
+
+def test_a_tmp_part_of_a_task_killed_before_its_commit_is_removed_and_redone(
+        tiny: Path, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run stopped after a task wrote its part but before the parent committed it leaves a
+    ``tmp-*`` file; the rerun removes it and featurizes that task's clips again."""
+    import ser.featurize.job as job_mod
+
+    out = tmp_path / "feats.h5"
+    real = job_mod.run_task
+    done = []
+
+    def killed_after_the_third(task: Any, spec: Any, cfg: Any) -> Any:
+        receipt = real(task, spec, cfg)
+        done.append(receipt)
+        if len(done) == 3:
+            raise KeyboardInterrupt  # the part is written, the receipt never reaches the parent
+        return receipt
+
+    monkeypatch.setattr(job_mod, "run_task", killed_after_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        featurize(tiny_config(tiny, out), progress=False, **QUIET)
+    monkeypatch.undo()
+    left = done[-1].path
+    assert left is not None and left.is_file() and left.name.startswith("tmp-")
+    info = read_attrs(out)
+    assert not info["complete"] and len(info["parts"]) == 2
+    summary = featurize(tiny_config(tiny, out), progress=False, **QUIET)
+    assert not left.exists()
+    assert summary.n_done_before == sum(r.n_clips for r in done[:2])
     same_store(reference, out)

@@ -90,6 +90,8 @@ def _read_header(work: Path) -> dict[str, Any] | None:
     try:
         header = json.loads(path.read_text(encoding="utf-8"))
         header["session"], header["run_config"]  # noqa: B018 - required keys
+    except FileNotFoundError:  # removed since the check: its writer finished or started over
+        return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StoreError(f"{path}: the work folder of an unfinished featurize is damaged ({exc}); "
                          "featurize again with --overwrite") from None
@@ -140,7 +142,13 @@ def read_attrs(path: str | Path) -> dict[str, Any]:
     if work.is_dir():
         header = _read_header(work)
         if header is not None:
-            return _partial_info(path, work, header)
+            try:
+                return _partial_info(path, work, header)
+            except FileNotFoundError:  # the folder went while it was read: finished, or started over
+                if path.exists():
+                    return _final_info(path)
+                raise StoreChanged(f"{path}: its work folder {work} vanished while reading: the run that "
+                                   "was writing it finished or restarted; open it again") from None
         if path.exists():  # its writer published the store and cleared its work meanwhile
             return _final_info(path)
         raise StoreError(f"{path}: no store yet: a featurize run started it in {work} but committed "

@@ -187,7 +187,8 @@ class StoreWriter:
         if self.closed:
             raise StoreError(f"{self.path}: the writer is closed")
         if receipt.seq != self.next_seq:
-            raise StoreError(f"{self.work}: part {receipt.seq} handed in before part {self.next_seq}")
+            why = "is committed already" if receipt.seq < self.next_seq else f"came before part {self.next_seq}"
+            raise StoreError(f"{self.work}: part {receipt.seq} {why}: parts are committed once each, in plan order")
         final = part_path(self.work, receipt.seq)
         tmp = receipt.path
         try:
