@@ -19,14 +19,17 @@ a few unusable files mixed in (so the ``failures`` table is exercised too):
    reads them (every block, checksums on). Each outcome is counted: reported (a StoreError
    with a message), harmless (nothing reported and the data read equal the reference's),
    silent (nothing reported but the data differ) or a traceback (any other exception);
-5. **Ctrl-C** (``--sigints N``): N trials that send SIGINT to featurize's process group (as a
+5. **a worker killed while it writes its part** (``--worker-kills N``): the run is watched until
+   one of its worker processes has a ``tmp-*.h5`` part open, and that worker alone is SIGKILLed;
+   the run stops with an error, and the rerun must give the clean store;
+6. **Ctrl-C** (``--sigints N``): N trials that send SIGINT to featurize's process group (as a
    terminal does) at random moments, one to three times, each time expecting a clean stop (exit
    130) or a finished run; a crash or a hang fails the trial. Then the same command runs to the
    end and the store is compared with the reference.
 
 Prints one line per trial and a summary (trials, kills survived, rows lost, duplicates); exits
-non-zero if any store differs from the reference. Small batches (``--batch-clips``, default 4)
-make many commits per run, so kills land in every phase: decoding, committing, merging.
+non-zero if any store differs from the reference. Small batches (``--task-clips``, default 4)
+make many commits per run, so kills land in every phase: decoding, writing parts, committing, merging.
 """
 
 from __future__ import annotations
@@ -51,30 +54,31 @@ import pandas as pd
 HERE = Path(__file__).resolve()
 
 
-def _config(data: Path, out: Path, workers: int, batch_clips: int) -> Any:
-    from ser.features.extractor import FeatureConfig
+def _config(data: Path, out: Path, workers: int, task_clips: int) -> Any:
+    from ser.features.config import FeatureConfig
     from ser.featurize.job import FeaturizeConfig
 
     return FeaturizeConfig(data=data, out=out, augment=("noise", "shift"), workers=workers,
-                           features=FeatureConfig(n_mels=32, max_seconds=1.5), batch_clips=batch_clips)
+                           features=FeatureConfig(n_mels=32, max_seconds=1.5), task_clips=task_clips,
+                           min_clips_per_worker=1)  # a pool even for this small corpus
 
 
-def child(data: str, out: str, workers: int, batch_clips: int) -> None:
+def child(data: str, out: str, workers: int, task_clips: int) -> None:
     """The process that gets killed: featurize, announcing on stdout when it starts working."""
     from ser.featurize.job import featurize
 
     warnings.filterwarnings("ignore", "split not stratified")
     print("ready", flush=True)
     try:
-        featurize(_config(Path(data), Path(out), workers, batch_clips), progress=False, log=lambda m: None)
+        featurize(_config(Path(data), Path(out), workers, task_clips), progress=False, log=lambda m: None)
     except KeyboardInterrupt:  # as the CLI does
         print("interrupted", flush=True)
         sys.exit(130)
     print("done", flush=True)
 
 
-def _child_cmd(data: Path, out: Path, workers: int, batch_clips: int) -> list[str]:
-    return [sys.executable, str(HERE), "--child", str(data), str(out), str(workers), str(batch_clips)]
+def _child_cmd(data: Path, out: Path, workers: int, task_clips: int) -> list[str]:
+    return [sys.executable, str(HERE), "--child", str(data), str(out), str(workers), str(task_clips)]
 
 
 def make_corpus(root: Path, n_actors: int) -> Path:
@@ -95,7 +99,7 @@ def compare(ref: Path, got: Path) -> dict[str, Any]:
     """How ``got`` differs from the reference store: rows lost, duplicates, mismatches."""
     import h5py
 
-    from ser.store.writer import Store, read_attrs, work_dir
+    from ser.store import Store, read_attrs, work_dir
 
     result: dict[str, Any] = {"rows_lost": 0, "duplicates": 0, "mismatch": []}
     if not got.exists():
@@ -166,6 +170,83 @@ def signal_after(cmd: list[str], delay: float, sig: int) -> str:
     return f"crashed (exit {proc.returncode}): {err.strip().splitlines()[-1:] if err.strip() else ''}"
 
 
+def _writing_worker(parent: int) -> int | None:
+    """A worker process of ``parent`` that has a part file open for writing (``tmp-*.h5``), if any."""
+    for pid in _descendants(parent):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                if "/tmp-" in os.readlink(f"/proc/{pid}/fd/{fd}"):
+                    return pid
+            except OSError:
+                continue
+    return None
+
+
+def _descendants(parent: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [parent]
+    while todo:
+        pid = todo.pop()
+        out += children.get(pid, [])
+        todo += children.get(pid, [])
+    return out
+
+
+def kill_a_writing_worker(cmd: list[str], timeout: float = 60) -> str:
+    """Start ``cmd`` and SIGKILL one of its workers while that worker writes its part; how the run ended."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":
+        proc.wait()
+        return "failed to start"
+    deadline, killed = time.monotonic() + timeout, False
+    while proc.poll() is None and time.monotonic() < deadline and not killed:
+        pid = _writing_worker(proc.pid)
+        if pid is not None:
+            os.kill(pid, signal.SIGKILL)
+            killed = True
+    try:
+        out, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return "hung"
+    if not killed:
+        return "finished before the signal"
+    if proc.returncode != 0 and ("TerminatedWorkerError" in err or "terminated abruptly" in err):
+        return "worker killed; the run stopped with an error"
+    return f"worker killed; the run ended with exit {proc.returncode}"
+
+
+def worker_kill_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path) -> list[dict]:
+    """``args.worker_kills`` trials: a worker is SIGKILLed while it writes its part; then the rerun."""
+    rows = []
+    for trial in range(1, args.worker_kills + 1):
+        out = work / f"worker{trial}.h5"
+        cmd = _child_cmd(data, out, args.workers, args.task_clips)
+        outcome = kill_a_writing_worker(cmd)
+        run_to_end(cmd)
+        diff = compare(ref, out)
+        ok = outcome.startswith("worker killed") and not diff["mismatch"] and not diff["rows_lost"] and not diff["duplicates"]
+        rows.append({"trial": trial, "mode": "worker", "workers": args.workers, "kills": int(outcome.startswith("worker killed")),
+                     **diff, "ok": ok})
+        print(f"worker {trial:3d}: {outcome} -> {'same store as the clean run' if ok else diff}", flush=True)
+        shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
+        out.unlink(missing_ok=True)
+    return rows
+
+
 def signal_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path, t_run: float, *,
                   sig: int, n: int, mode: str, seed: int) -> list[dict]:
     """``n`` trials: ``sig`` at random moments, one to three times, then the same command to the end."""
@@ -174,7 +255,7 @@ def signal_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path, t
     for trial in range(1, n + 1):
         out = work / f"{mode}{trial}.h5"
         workers = 1 if trial % 2 else args.workers
-        cmd = _child_cmd(data, out, workers, args.batch_clips)
+        cmd = _child_cmd(data, out, workers, args.task_clips)
         outcomes = []
         for _ in range(rng.randint(1, 3)):
             delay = rng.uniform(0.0, t_run)
@@ -215,7 +296,7 @@ def strace_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path) -
         print("strace not found: commit-point trials skipped")
         return []
     probe = work / "probe.h5"
-    cmd = _child_cmd(data, probe, 1, args.batch_clips)  # one process: the writer is the tracee
+    cmd = _child_cmd(data, probe, 1, args.task_clips)  # one process: the writer is the tracee
     points = []
     # strace counts calls per thread: without -f the main thread's (the header and the final
     # publish renames), with -f also the commit thread's (one rename per batch), which come first
@@ -235,12 +316,12 @@ def strace_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path) -
     rows = []
     for i, (syscall, k, follow) in enumerate(points, 1):
         out = work / f"sys{i}.h5"
-        c = _child_cmd(data, out, 1, args.batch_clips)
+        c = _child_cmd(data, out, 1, args.task_clips)
         proc = subprocess.run(["strace", "-qq", *(["-f"] if follow else []), "-o", "/dev/null",
                                "-e", f"trace={syscall}", "-e", f"inject={syscall}:signal=KILL:when={k}", *c],
                               capture_output=True, text=True)
         killed = proc.returncode != 0 and "done" not in proc.stdout
-        run_to_end(_child_cmd(data, out, 1, args.batch_clips))
+        run_to_end(_child_cmd(data, out, 1, args.task_clips))
         diff = compare(ref, out)
         ok = not diff["mismatch"] and diff["rows_lost"] == 0 and diff["duplicates"] == 0
         mode = f"strace{' -f' if follow else ''} {syscall}"
@@ -298,13 +379,15 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=20, help="Random-kill trials.")
     parser.add_argument("--actors", type=int, default=3, help="Synthetic actors (x 2 sentences x 6 emotions clips).")
     parser.add_argument("--workers", type=int, default=2, help="Workers in the even-numbered trials (odd: 1).")
-    parser.add_argument("--batch-clips", type=int, default=4, help="Clips per committed batch.")
+    parser.add_argument("--task-clips", type=int, default=4, help="Clips per task (each task writes one part).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the kill delays.")
     parser.add_argument("--strace", action="store_true", help="Also kill at every commit point (needs strace).")
     parser.add_argument("--pwrite-samples", type=int, default=12, help="pwrite64 kill points to sample.")
     parser.add_argument("--flips", type=int, default=0, help="Damaged-store trials (flips and truncations each).")
     parser.add_argument("--sigints", type=int, default=0,
                         help="Ctrl-C trials: SIGINT to the process group at random moments, then a rerun.")
+    parser.add_argument("--worker-kills", type=int, default=0,
+                        help="Trials that SIGKILL one worker while it writes its part, then rerun.")
     parser.add_argument("--json", type=Path, default=None, help="Write the per-trial table here.")
     parser.add_argument("--child", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -316,15 +399,16 @@ def main() -> int:
     try:
         data = make_corpus(work / "corpus", args.actors)
         ref = work / "reference.h5"
-        t_run = run_to_end(_child_cmd(data, ref, 1, args.batch_clips))
+        t_run = run_to_end(_child_cmd(data, ref, 1, args.task_clips))
         meta = pd.read_hdf(ref, "meta")
         print(f"corpus: {meta['clip_id'].nunique()} clips + 3 unusable files -> {len(meta)} rows; clean run "
-              f"{t_run:.1f} s (batches of {args.batch_clips} clips)", flush=True)
+              f"{t_run:.1f} s (batches of {args.task_clips} clips)", flush=True)
         damage = damage_trials(args, ref, work) if args.flips else {}
         rows = signal_trials(args, data, ref, work, t_run, sig=signal.SIGKILL, n=args.trials, mode="random",
                              seed=args.seed)
         rows += signal_trials(args, data, ref, work, t_run, sig=signal.SIGINT, n=args.sigints, mode="ctrl-c",
                               seed=args.seed + 1)
+        rows += worker_kill_trials(args, data, ref, work)
         if args.strace:
             rows += strace_trials(args, data, ref, work)
     finally:

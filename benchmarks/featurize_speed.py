@@ -186,14 +186,14 @@ def child_naive(audio: Path, out_npz: Path, tuning: str = "zero") -> None:
 
 def child_project(audio: Path, out: Path, workers: int, *, log_quarters: bool = False) -> None:
     """``ser``'s featurize on every clip in ``audio``, all clips in train (five variants each)."""
-    from ser.features.extractor import FeatureConfig
+    from ser.features.config import FeatureConfig
     from ser.featurize.job import FeaturizeConfig, featurize
     from ser.corpus.splits import SplitConfig
 
     def config(data: Path, store: Path) -> FeaturizeConfig:
         return FeaturizeConfig(data=data, out=store, augment=("noise", "stretch", "shift", "pitch"),
                                features=FeatureConfig(), split=SplitConfig(test_size=0.0, val_size=0.0),
-                               workers=workers, overwrite=True)
+                               workers=workers, overwrite=True, min_clips_per_worker=1)
 
     # warm-up on a few clips: imports, the worker pool (loky keeps it for the next call), caches
     warm = out.parent / f"warmup-{workers}"
@@ -210,30 +210,40 @@ def child_project(audio: Path, out: Path, workers: int, *, log_quarters: bool = 
     last: list[float] = []
     cfg = config(audio, out)
     n_total = len(list(audio.glob("*.wav")))
-    real_results = fz._results
+    real_receipts = fz.receipts
 
-    def counted(jobs, c, *args):
-        # mark the quarters of the run (RSS by quarter) and when the last clip's features are in
-        for i, r in enumerate(real_results(jobs, c, *args)):
-            if log_quarters and i in {n_total // 4, n_total // 2, 3 * n_total // 4}:
+    def counted(*args, **kwargs):
+        # mark the quarters of the run (RSS by quarter) and when the last task's part is in
+        quarters, done = [n_total // 4, n_total // 2, 3 * n_total // 4], 0
+        for r in real_receipts(*args, **kwargs):
+            done += r.n_clips
+            while log_quarters and quarters and done >= quarters[0]:
+                quarters.pop(0)
                 marks.append(time.monotonic())
             yield r
         last.append(time.perf_counter())
 
-    fz._results = counted
+    fz.receipts = counted
     # a first featurize finds no store: the previous repeat's is removed untimed (deleting 64 MB
     # took 36 ms on this VM's ext4, mounted with discard, inside --overwrite's timing otherwise)
     out.unlink(missing_ok=True)
     start = time.monotonic()
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
     t, cpu = time.perf_counter(), tree_cpu_s()
     summary = featurize(cfg, progress=False, log=lambda m: None)
     seconds, cpu = time.perf_counter() - t, tree_cpu_s() - cpu
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    parent_cpu = (after.ru_utime - own.ru_utime) + (after.ru_stime - own.ru_stime)  # children excluded
     end = time.monotonic()
     report = {"workers": workers, "clips": summary.n_clips, "rows": summary.n_rows, "failures": summary.n_failures,
               "seconds": round(seconds, 3), "clips_per_s": round(summary.n_clips / seconds, 3),
               "warmup_s": round(warmup, 2), "cpu_ms_per_clip": round(1000 * cpu / summary.n_clips, 2),
-              # from the call to the last clip's features (scan, split, compute, batch commits);
-              # the rest is the store's finish (its tables, fsync and rename) and the summary read-back
+              # the parent's own CPU (its rusage, workers excluded): commits, merge, scan and split
+              "parent_cpu_ms_per_clip": round(1000 * parent_cpu / summary.n_clips, 3),
+              # from the call to the last task's commit (scan, split, compute, commits); the rest
+              # is the merge into the store (arrays, tables, fsync, rename) and the summary read-back
               "until_last_result_s": round(last[0] - t, 3)}
     if log_quarters:
         report["quarters"] = [start, *marks, end]
@@ -243,20 +253,20 @@ def child_project(audio: Path, out: Path, workers: int, *, log_quarters: bool = 
 def child_compute(audio: Path) -> None:
     """``ser``'s per-clip work alone (decode, four augmentations, both feature families), no
     store: what featurize's in-process path runs per clip, timed after a warm-up."""
-    from ser.features.extractor import FeatureConfig
-    from ser.featurize.job import _limit_threads, _tune_malloc, process_clip
+    from ser.features.config import FeatureConfig
+    from ser.featurize.worker import TaskConfig, limit_threads, process_clip, tune_malloc
 
-    features, augment = FeatureConfig(), ("noise", "stretch", "shift", "pitch")
+    cfg = TaskConfig(features=FeatureConfig(), augment=("noise", "stretch", "shift", "pitch"), seed=42)
     paths = sorted(audio.glob("*.wav"))
-    _limit_threads()
-    _tune_malloc()
+    limit_threads()
+    tune_malloc()
     t = time.perf_counter()
-    for i, p in enumerate(paths[:WARMUP_CLIPS]):
-        process_clip(i, str(p), p.stem, "train", features=features, augment=augment, seed=42)
+    for p in paths[:WARMUP_CLIPS]:
+        process_clip(str(p), p.stem, "train", cfg)
     warmup = time.perf_counter() - t
     t, cpu = time.perf_counter(), tree_cpu_s()
-    for i, p in enumerate(paths):
-        r = process_clip(i, str(p), p.stem, "train", features=features, augment=augment, seed=42)
+    for p in paths:
+        r = process_clip(str(p), p.stem, "train", cfg)
         assert r.error is None, r.error
     seconds, cpu = time.perf_counter() - t, tree_cpu_s() - cpu
     print(json.dumps({"clips": len(paths), "seconds": round(seconds, 3), "clips_per_s": round(len(paths) / seconds, 3),
@@ -440,7 +450,8 @@ def _summary(r: dict) -> None:
         x = r[f"workers{w}"]
         lines.append(f"featurize --workers {w}: {x['clips_per_s']:.2f} clips/s ("
                      f"{r['clips'] / x['until_last_result_s']:.2f} until the last clip's features, before the "
-                     f"store is finished), peak {x['peak_rss_mib']} MiB, warm-up {x['runs'][0]['warmup_s']} s")
+                     f"store is finished), peak {x['peak_rss_mib']} MiB, warm-up {x['runs'][0]['warmup_s']} s, "
+                     f"parent's own CPU {x['runs'][0]['parent_cpu_ms_per_clip']} ms a clip (first round)")
     lines.append(f"per-clip work alone (no store), 1 core: {r['compute1']['clips_per_s']:.2f} clips/s")
     if "ratio_workers1_vs_naive" in r:
         tuning = r.get("ratio_workers1_vs_naive_estimated_tuning")

@@ -40,7 +40,7 @@ N_FRAMES = 1 + int(round(MAX_SECONDS * SR)) // HOP
 
 def naive_descriptors(y: np.ndarray, sr: int = SR, *, tuning: float | None = 0.0) -> np.ndarray:
     """Frame means of every descriptor, each by its own librosa call (own STFT), in
-    ``ser.features.extractor.descriptor_names`` order (stats=("mean",)). ``tuning=None``: chroma
+    ``ser.features.config.descriptor_names`` order (stats=("mean",)). ``tuning=None``: chroma
     estimates the tuning, as ``chroma_stft`` does by default."""
     import librosa
 

@@ -65,7 +65,9 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timings per clip and config; the fastest is kept")
     args = parser.parse_args()
 
-    from ser.features.extractor import FeatureConfig, extract_variants
+    from ser.features.config import FeatureConfig
+
+    from ser.features.extractor import extract_variants
 
     configs = {"default": FeatureConfig(),
                "recipe": FeatureConfig(stats=("mean", "std"), extras=("prosody", "dynamics"))}

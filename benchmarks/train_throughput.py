@@ -49,12 +49,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ser.features.extractor import FeatureConfig, descriptor_names
+from ser.features.config import FeatureConfig, descriptor_names
 from ser.training.data import SplitData, fit_statistics, format_size, load_rows, load_split
 from ser.training.models import build_model
 from ser.corpus.splits import SplitConfig
 from ser.store.writer import Store, StoreWriter
-from ser.training.loop import TrainConfig, TrainData, evaluate_split, fit, make_optimizer, pick_device
+from ser.training.device import pick_device
+from ser.training.loop import TrainConfig, TrainData, evaluate_split, fit, make_optimizer
 
 LABELS = ["ANG", "DIS", "FEA", "HAP", "NEU", "SAD"]
 FAMILY_MODEL = {"descriptors": "cnn1d", "mel": "cnn2d"}

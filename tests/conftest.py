@@ -44,7 +44,7 @@ from typing import Callable, Iterator
 
 import pytest
 
-from ser.features.extractor import FeatureConfig
+from ser.features.config import FeatureConfig
 from ser.featurize.job import FeaturizeConfig, featurize
 from ser.corpus.synth import make_cremad_corpus, make_emodb_corpus
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from ser.errors import SerError
-from ser.features.extractor import FeatureConfig, descriptor_names, extract, power_to_db, stft
+from ser.features.config import FeatureConfig, descriptor_names
+from ser.features.extractor import extract, power_to_db, stft
 from ser.corpus.synth import synth_voice
 
 SR = 16000

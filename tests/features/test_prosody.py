@@ -13,7 +13,8 @@ import pytest
 
 from ser.audio.augment import AUGMENTATIONS, shifted, variants
 from ser.corpus.synth import synth_voice
-from ser.features.extractor import FeatureConfig, extract_many
+from ser.features.config import FeatureConfig
+from ser.features.extractor import extract_many
 from ser.features.pitch import Yin, f0_at, shared_frames, yin_f0
 from ser.features.prosody import F0_MAX_HZ, F0_MIN_HZ, _PCTS, delta, dynamics, prosody
 

@@ -14,7 +14,8 @@ import pytest
 import ser.features.extractor as features
 from ser.audio.augment import AUGMENTATIONS, Variant, shifted, variants
 from ser.corpus.synth import synth_voice
-from ser.features.extractor import FeatureConfig, extract, extract_many, extract_variants
+from ser.features.config import FeatureConfig
+from ser.features.extractor import extract, extract_many, extract_variants
 
 SR = 16000
 DEFAULT = FeatureConfig()

@@ -23,8 +23,9 @@ import pytest
 
 from ser.audio.augment import (AUGMENTATIONS, PV_HOP, PV_N_FFT, pitch_shift, stretch, time_stretch,
                          variants)
-from ser.features.extractor import (FeatureConfig, chroma_filters, contrast_bands, descriptor_names, extract,
-                          extract_many, mel_filters)
+from ser.features.config import FeatureConfig, descriptor_names
+from ser.features.extractor import extract, extract_many
+from ser.features.filterbanks import chroma_filters, contrast_bands, mel_filters
 from ser.corpus.synth import synth_voice
 
 SR = 16000

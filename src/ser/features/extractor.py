@@ -27,7 +27,7 @@ and ~110 MiB):
 - zero-crossing rate and RMS come from cumulative sums over the waveform, not framed copies.
 
 The config and the descriptor names are in :mod:`ser.features.config`, the filterbanks in
-:mod:`ser.features.filterbanks`; both are re-exported here, where callers have imported them from.
+:mod:`ser.features.filterbanks`.
 """
 
 from __future__ import annotations
@@ -37,11 +37,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ser.features.config import FeatureConfig, descriptor_names, frame_feature_names, n_descriptors
-from ser.features.filterbanks import Bases, bases, chroma_filters, contrast_bands, mel_filters
+from ser.features.config import FeatureConfig, frame_feature_names, n_descriptors
+from ser.features.filterbanks import Bases, bases
 
-__all__ = ["FeatureConfig", "descriptor_names", "extract", "extract_many", "extract_variants", "stft",
-           "power_to_db", "chroma_filters", "contrast_bands", "mel_filters"]
+__all__ = ["extract", "extract_many", "extract_variants", "stft", "power_to_db"]
 
 #: Frames per STFT block: enough to amortise the ~40 numpy calls a block takes (64 frames
 #: cost 30% more per clip; 256 to a whole clip the same), few enough to bound the working

@@ -23,7 +23,7 @@ import pandas as pd
 from ser.corpus.labels import label_list
 from ser.corpus.splits import SplitConfig, assign_splits
 from ser.errors import SerError, StoreError
-from ser.features.extractor import FeatureConfig, descriptor_names
+from ser.features.config import FeatureConfig, descriptor_names
 from ser.featurize.worker import Task, TaskConfig, limit_threads, run_task, tune_malloc, worker_task
 from ser.store.layout import CLIP_COLUMNS, FAILURE_COLUMNS
 from ser.store.parts import PartData, PartSpec, Receipt
@@ -43,7 +43,9 @@ class FeaturizeConfig:
     workers: int = 1
     backend: str = "loky"             # joblib backend: loky, multiprocessing, threading, dask, ray
     scheduler: str | None = None      # dask scheduler / ray cluster address (None: start a local one)
-    task_clips: int = 32              # clips per task (fewer where the corpus is small: see make_tasks)
+    # clips per task at most (fewer where the corpus is small: see make_tasks); a part costs the
+    # parent a rename and, at the end, a copy of its chunks, which vanish beside a few dozen clips' work
+    task_clips: int = 32
     min_clips_per_worker: int = 100   # a local pool gets no more workers than clips / this (see pool_size)
     overwrite: bool = False
     allow_absolute: bool = False
@@ -65,7 +67,7 @@ class FeaturizeSummary:
 class Plan:
     """The scanned corpus with its split drawn."""
 
-    clips: pd.DataFrame     # corpora.CLIP_COLUMNS + split + label
+    clips: pd.DataFrame     # ser.corpus.scan.CLIP_COLUMNS + split + label
     skipped: pd.DataFrame   # files found but not usable (path, reason)
     dataset: str
     base: Path              # folder that relative clip paths are relative to
@@ -131,9 +133,6 @@ def _is_an_input(out: Path, base: Path, paths: Iterable[str]) -> bool:
     return False
 
 
-#: Clips per task at most: a task's part costs the parent a rename and, at the end, a copy of
-#: its chunks; with a few dozen clips a part its fixed costs vanish beside the clips' work.
-TASK_CLIPS = 32
 def pool_size(cfg: FeaturizeConfig, n_clips: int) -> int:
     """How many worker processes a local run of ``n_clips`` starts: ``cfg.workers``, but no more
     than the clips can pay for: starting a worker (spawning it, importing the feature path) costs
@@ -165,9 +164,9 @@ def shares_work_folder(cfg: FeaturizeConfig) -> bool:
 def receipts(tasks: list[Task], spec: PartSpec, task_cfg: TaskConfig, cfg: FeaturizeConfig,
              workers: int) -> Iterator[Receipt]:
     """The tasks' receipts in plan order, computed by ``workers`` processes (the parent itself
-    for one). Receipts are small, so every task is handed out at once and workers never wait
-    for the parent; rows returned by a remote cluster's workers are not, so there the tasks go
-    in windows of two a worker, and memory stays bounded."""
+    for one). Receipts are small, so the workers never wait for the parent to take them; rows
+    returned by a remote cluster's workers are not, so there the tasks go in windows of two a
+    worker, and memory stays bounded."""
     from ser.featurize.backends import LOCAL_BACKENDS, compute_backend
 
     if workers <= 1 and cfg.backend in LOCAL_BACKENDS:
@@ -181,12 +180,13 @@ def receipts(tasks: list[Task], spec: PartSpec, task_cfg: TaskConfig, cfg: Featu
         return
     from joblib import Parallel, delayed
 
-    window = len(tasks) if spec.work is not None else 2 * workers
+    # a task is handed out whenever one ends (joblib dispatches on completion), a few ahead
+    window, ahead = (len(tasks), "4*n_jobs") if spec.work is not None else (2 * workers, "all")
     with compute_backend(cfg.backend, workers=workers, scheduler=cfg.scheduler):
         try:  # batch_size=1: a task is already a batch of clips
-            pool = Parallel(return_as="generator", pre_dispatch="all", batch_size=1)
+            pool = Parallel(return_as="generator", pre_dispatch=ahead, batch_size=1)
         except ValueError:  # e.g. multiprocessing cannot stream: each window comes back as a list
-            pool = Parallel(pre_dispatch="all", batch_size=1)
+            pool = Parallel(pre_dispatch=ahead, batch_size=1)
         with pool:
             for lo in range(0, len(tasks), max(1, window)):
                 yield from pool(delayed(worker_task)(t, spec, task_cfg) for t in tasks[lo:lo + window])

@@ -20,7 +20,8 @@ import pandas as pd
 from ser.audio.augment import variants
 from ser.audio.decode import load_audio
 from ser.errors import AudioError
-from ser.features.extractor import FeatureConfig, extract_variants
+from ser.features.config import FeatureConfig
+from ser.features.extractor import extract_variants
 from ser.store.layout import CLIP_COLUMNS, FAILURE_COLUMNS
 from ser.store.parts import PartData, PartSpec, Receipt, write_part
 
