@@ -360,6 +360,7 @@ def _copies(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int, bool]]
 def test_finish_copies_every_parts_mel_chunks_as_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = _writer(tmp_path / "s.h5")
     batches = [_batch(0, 2), _batch(2, 3)]
+    copies = _copies(monkeypatch)  # parts are merged as they are committed
     for b in batches:
         w.write(PartData(*b))
     w.write(PartData.only_failures(_fail("clip9"), w.part_spec()))  # a part of no rows: nothing to copy
@@ -368,7 +369,6 @@ def test_finish_copies_every_parts_mel_chunks_as_stored(tmp_path: Path, monkeypa
             assert f["mel"].chunks == (1, 4, 3) and f["mel"].fletcher32
     committed = _committed_chunks(w.work)
     assert [len(c) for _, c in committed] == [4 * 3 * 4 + 4] * 5  # float32 rows and their checksums
-    copies = _copies(monkeypatch)
     w.finish()
     assert [c for c in copies if c[1] == "mel"] == [
         ("part-000000.h5", "mel", 2, True), ("part-000001.h5", "mel", 3, True)]
@@ -388,9 +388,9 @@ def test_a_resumed_store_merges_the_mel_chunks_as_stored(tmp_path: Path, monkeyp
     base = _raw_chunks(w.path)
     w = _writer(tmp_path / "s.h5")  # a complete store, added to: its rows, then the new parts'
     assert w.resumed and w.n_rows == 2
+    copies = _copies(monkeypatch)
     w.write(_part(2, 3))
     committed = base + _committed_chunks(w.work)
-    copies = _copies(monkeypatch)
     w.finish()
     assert [c for c in copies if c[1] == "mel"] == [("s.h5", "mel", 2, True), ("part-000000.h5", "mel", 3, True)]
     assert _raw_chunks(w.path) == committed
@@ -470,16 +470,39 @@ def test_a_full_disk_while_writing_a_part_commits_nothing_and_the_writer_goes_on
     assert list(Store(w.path).meta()["clip_id"]) == [f"clip{i}" for i in range(5)]
 
 
-def test_a_full_disk_at_the_merge_keeps_every_part_and_the_rerun_finishes(
+def test_a_full_disk_while_merging_keeps_every_part_and_the_rerun_finishes(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = _writer(tmp_path / "s.h5")
     w.write(_part(0, 2))
-    w.write(_part(2, 3))
 
     def full(*args: object, **kw: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(writer_mod, "copy_rows", full)
+    with pytest.raises(StoreError, match="cannot write .*No space left on device.*rows committed are safe"):
+        w.write(_part(2, 3))  # committed, then merged as it comes: the merge fails
+    monkeypatch.undo()
+    assert not w.path.exists() and not list(w.work.glob("*.tmp"))
+    w.close()
+    again = _writer(w.path)
+    assert again.n_rows == 5 and again.next_seq == 2  # both parts are committed
+    again.finish()
+    assert list(Store(w.path).meta()["clip_id"]) == [f"clip{i}" for i in range(5)]
+
+
+def test_a_full_disk_at_the_finish_keeps_every_part_and_the_rerun_finishes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    w = _writer(tmp_path / "s.h5")
+    w.write(_part(0, 2))
+    w.write(_part(2, 3))
+    real = writer_mod.fsync_path
+
+    def full(path: Path, **kw: object) -> None:
+        if path.name.endswith(".tmp"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, **kw)
+
+    monkeypatch.setattr(writer_mod, "fsync_path", full)
     with pytest.raises(StoreError, match="cannot write .*No space left on device.*every part is still committed"):
         w.finish()
     monkeypatch.undo()
@@ -523,8 +546,8 @@ def test_finish_decodes_a_base_store_chunked_another_way(tmp_path: Path, monkeyp
         f.create_dataset("mel", data=mel, maxshape=(None, 4, 3), chunks=(2, 4, 3))
     again = _writer(w.path)
     assert again.resumed and again.n_rows == 3
-    again.write(_part(3, 2))
     copies = _copies(monkeypatch)
+    again.write(_part(3, 2))
     again.finish()
     # only the new part's chunks are copied as stored; the base store's rows are decoded and re-encoded
     assert [c for c in copies if c[1] == "mel"] == [("s.h5", "mel", 3, False), ("part-000000.h5", "mel", 2, True)]

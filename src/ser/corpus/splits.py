@@ -44,13 +44,13 @@ class SplitConfig:
 
 def _stratified(labels: np.ndarray, size: float, seed: int) -> np.ndarray:
     """Boolean mask of the ``size`` fraction held out, stratified by ``labels`` when possible."""
-    from sklearn.model_selection import train_test_split
-
     n = labels.shape[0]
     if size <= 0.0 or n == 0:
         return np.zeros(n, dtype=bool)
     if size >= 1.0:
         return np.ones(n, dtype=bool)
+    from sklearn.model_selection import train_test_split  # only here: importing sklearn takes ~1.5 s
+
     idx = np.arange(n)
     try:
         _, held = train_test_split(idx, test_size=size, random_state=seed, stratify=labels)

@@ -178,6 +178,5 @@ def run_task(task: Task, spec: PartSpec, cfg: TaskConfig) -> Receipt:
     receipt = dict(seq=task.seq, n_rows=data.n_rows, n_failures=len(data.failures), n_clips=len(clips))
     if spec.work is not None and Path(spec.work).is_dir():
         path = spec.tmp_path(task.seq)
-        write_part(path, spec, task.seq, data)
-        return Receipt(**receipt, path=path)
+        return Receipt(**receipt, path=path, tables=write_part(path, spec, task.seq, data))
     return Receipt(**receipt, data=data)

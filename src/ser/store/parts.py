@@ -71,13 +71,15 @@ class PartData:
 @dataclass(frozen=True)
 class Receipt:
     """What a task hands back: its part's place in plan order and size, and either the file it
-    wrote (``path``) or, from a worker that cannot see the work folder, its rows (``data``)."""
+    wrote (``path``, with ``tables``: the part's meta and failure rows as written, so the merge
+    need not read them back) or, from a worker that cannot see the work folder, its rows (``data``)."""
 
     seq: int
     n_rows: int
     n_failures: int
     n_clips: int
     path: Path | None = None
+    tables: tuple[pd.DataFrame, pd.DataFrame] | None = None
     data: PartData | None = None
 
 
@@ -111,9 +113,10 @@ def _checked(spec: PartSpec, data: PartData) -> tuple[pd.DataFrame, pd.DataFrame
     return meta, failures
 
 
-def write_part(path: Path, spec: PartSpec, seq: int, data: PartData) -> None:
+def write_part(path: Path, spec: PartSpec, seq: int, data: PartData) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Write a task's part to ``path`` and fsync it: the file is on disk whole once this returns
-    (committing it is the writer's rename). A file left by a failed write is removed."""
+    (committing it is the writer's rename). A file left by a failed write is removed. Returns the
+    part's meta and failure rows as written (plain strings: as :func:`read_columns` reads them)."""
     import h5py
 
     meta, failures = _checked(spec, data)
@@ -132,6 +135,7 @@ def write_part(path: Path, spec: PartSpec, seq: int, data: PartData) -> None:
     except BaseException:
         path.unlink(missing_ok=True)
         raise
+    return meta, failures
 
 
 def _problem(path: Path, session: str) -> tuple[str | None, int, int]:

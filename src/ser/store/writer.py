@@ -81,6 +81,10 @@ class StoreWriter:
         self.run = uuid.uuid4().hex[:12]  # this writer's token in its tasks' tmp names
         self._base: dict[str, Any] | None = None
         self._parts: list[Part] = []
+        # the meta and failure rows of the parts committed here, as written (the merge's, unread)
+        self._tables: dict[int, tuple[pd.DataFrame, pd.DataFrame]] = {}
+        self._merged: Any = None  # the store being merged as parts are committed (see _merge_committed)
+        self._merged_parts = 0    # how many of self._parts it holds
         if overwrite:
             _check_replaceable(self.path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,11 +194,11 @@ class StoreWriter:
             why = "is committed already" if receipt.seq < self.next_seq else f"came before part {self.next_seq}"
             raise StoreError(f"{self.work}: part {receipt.seq} {why}: parts are committed once each, in plan order")
         final = part_path(self.work, receipt.seq)
-        tmp = receipt.path
+        tmp, tables = receipt.path, receipt.tables
         try:
             if receipt.data is not None:
                 tmp = self.part_spec().tmp_path(receipt.seq)
-                write_part(tmp, self.part_spec(), receipt.seq, receipt.data)
+                tables = write_part(tmp, self.part_spec(), receipt.seq, receipt.data)
             os.replace(tmp, final)  # the commit
             fsync_path(self.work, directory=True)
         except OSError as exc:  # a full disk, a vanished folder: the part is not committed
@@ -203,7 +207,60 @@ class StoreWriter:
             raise StoreError(f"cannot commit a part to {self.work} ({exc}); the {self.n_rows} rows committed "
                              "before it are safe: fix the cause and run the same command again") from None
         self._parts.append(Part(final, receipt.seq, receipt.n_rows, receipt.n_failures))
+        if tables is not None:
+            self._tables[receipt.seq] = tables
         self.n_rows += receipt.n_rows
+        self._merge_committed()
+
+    def _merge_committed(self) -> None:
+        """Copy the committed parts' rows not yet merged into the store being built (the work
+        folder's ``merged.h5.tmp``: the base store's rows first, then the parts in order).
+
+        Merging as parts come, while the workers compute the next ones, leaves :meth:`finish` the
+        tables alone to add: no serial copy of every row at the end of a run (~1 s of a 22 s run
+        of 1,200 clips on 2 workers, more with more workers). Nothing relies on this file until it
+        is finished:
+        after a crash it is removed with the other uncommitted files and merged anew from the
+        parts."""
+        import h5py
+
+        try:
+            if self._merged is None:
+                self._merged = h5py.File(self.work / _MERGED, "w", libver=LIBVER)
+                create_arrays(self._merged, 0, self.descriptor_names, self.mel_shape)
+                if self._base is not None:
+                    self._append_rows(self.path, self._base["n_rows"])
+            for part in self._parts[self._merged_parts:]:
+                self._append_rows(part.path, part.n_rows)
+                self._merged_parts += 1
+        except OSError as exc:
+            self._drop_merged()
+            raise StoreError(f"cannot write {self.work / _MERGED} ({exc}); the {self.n_rows} rows committed "
+                             "are safe: fix the cause and run the same command again") from None
+
+    def _append_rows(self, source: Path, rows: int) -> None:
+        """Append ``source``'s ``rows`` array rows to the store being merged."""
+        import h5py
+
+        if not rows:
+            return
+        d, m = self._merged["descriptors"], self._merged["mel"]
+        at = d.shape[0]
+        d.resize(at + rows, axis=0)
+        m.resize(at + rows, axis=0)
+        with h5py.File(source, "r") as s:
+            copy_rows(s["descriptors"], d, rows, at)
+            copy_rows(s["mel"], m, rows, at)
+
+    def _drop_merged(self) -> None:
+        """Close and remove the store being merged, unfinished; the parts stay the record."""
+        if self._merged is not None:
+            try:
+                self._merged.close()
+            except Exception:  # noqa: BLE001 - closing a file already broken by the error at hand
+                pass
+            self._merged, self._merged_parts = None, 0
+            (self.work / _MERGED).unlink(missing_ok=True)
 
     def write(self, data: PartData) -> None:
         """Write and commit one part from rows held here (the scan's failures, say)."""
@@ -223,10 +280,11 @@ class StoreWriter:
         if self._parts or self._base is None:
             tmp = self.work / _MERGED
             try:
-                meta = self._merge(tmp)
+                meta = self._finish_merged()
                 fsync_path(tmp)
                 os.replace(tmp, self.path)  # the store appears, whole
             except OSError as exc:
+                self._drop_merged()
                 tmp.unlink(missing_ok=True)
                 raise StoreError(f"cannot write {self.path} ({exc}); every part is still committed in "
                                  f"{self.work}: fix the cause and run the same command again") from None
@@ -244,20 +302,21 @@ class StoreWriter:
         except OSError:
             pass
 
-    def _tables(self) -> tuple[pd.DataFrame, pd.DataFrame, list[tuple[Path, int]]]:
-        """Every row's meta and every failure, in order (base store first), and the files holding
-        the rows: ``(file, rows)``."""
-        sources: list[tuple[Path, int]] = []
+    def _merged_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Every row's meta and every failure, in order (base store first)."""
         metas, fails = [], []
         if self._base is not None:
             with Store(self.path) as base:
                 metas.append(as_plain(base.meta().loc[:, list(META_COLUMNS)], META_STRING_COLUMNS))
                 fails.append(as_plain(base.failures().loc[:, list(FAILURE_COLUMNS)], FAILURE_COLUMNS))
-            sources.append((self.path, self._base["n_rows"]))
         for part in self._parts:
-            metas.append(read_columns(part.path, "meta", META_COLUMNS))
-            fails.append(read_columns(part.path, "failures", FAILURE_COLUMNS))
-            sources.append((part.path, part.n_rows))
+            if part.seq in self._tables:  # committed here: its rows are at hand
+                meta_rows, fail_rows = self._tables[part.seq]
+            else:  # committed by an earlier run
+                meta_rows = read_columns(part.path, "meta", META_COLUMNS)
+                fail_rows = read_columns(part.path, "failures", FAILURE_COLUMNS)
+            metas.append(meta_rows)
+            fails.append(fail_rows)
         metas = [m for m in metas if len(m)]
         fails = [f for f in fails if len(f)]
         meta = (pd.concat(metas, ignore_index=True) if metas
@@ -267,26 +326,21 @@ class StoreWriter:
             meta[col] = meta[col].astype(dtype)
         meta.index = pd.RangeIndex(0, len(meta))
         failures.index = pd.RangeIndex(0, len(failures))
-        return meta, failures, sources
+        return meta, failures
 
-    def _merge(self, tmp: Path) -> pd.DataFrame:
-        """Write the whole store to ``tmp``; returns its meta table."""
-        import h5py
-
-        meta, failures, sources = self._tables()
+    def _finish_merged(self) -> pd.DataFrame:
+        """Finish the store being merged: every committed part's rows, its attributes, then its
+        tables (written through pandas, into the closed file); returns its meta table."""
+        self._merge_committed()
+        meta, failures = self._merged_tables()
         n = len(meta)
-        if n != sum(rows for _, rows in sources):
-            raise StoreError(f"{self.work}: meta rows ({n}) and array rows disagree; featurize with --overwrite")
-        with h5py.File(tmp, "w", libver=LIBVER) as f:
+        f, self._merged, self._merged_parts = self._merged, None, 0
+        with f:
+            if n != f["descriptors"].shape[0]:
+                raise StoreError(f"{self.work}: meta rows ({n}) and array rows ({f['descriptors'].shape[0]}) "
+                                 "disagree; featurize with --overwrite")
             self._write_attrs(f, n)
-            d, m = create_arrays(f, n, self.descriptor_names, self.mel_shape)
-            at = 0
-            for src, rows in sources:
-                if rows:
-                    with h5py.File(src, "r") as s:
-                        copy_rows(s["descriptors"], d, rows, at)
-                        copy_rows(s["mel"], m, rows, at)
-                at += rows
+        tmp = self.work / _MERGED
         with warnings.catch_warnings(), pd.HDFStore(tmp, mode="a", **TABLE_FILTERS) as hdf:
             warnings.simplefilter("ignore", pd.errors.PerformanceWarning)
             if n:
@@ -313,6 +367,7 @@ class StoreWriter:
         """Release the lock; committed parts stay for the next run to resume from."""
         if not self.closed:
             self.closed = True
+            self._drop_merged()
             (self.work / PID).unlink(missing_ok=True)
             self._lock.release()
 
