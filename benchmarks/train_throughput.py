@@ -53,7 +53,8 @@ from ser.features.config import FeatureConfig, descriptor_names
 from ser.training.data import SplitData, fit_statistics, format_size, load_rows, load_split
 from ser.training.models import build_model
 from ser.corpus.splits import SplitConfig
-from ser.store.writer import Store, StoreWriter
+from ser.store import Store, StoreWriter
+from ser.store.parts import PartData
 from ser.training.device import pick_device
 from ser.training.loop import TrainConfig, TrainData, evaluate_split, fit, make_optimizer
 
@@ -95,13 +96,13 @@ def make_cremad_sized_store(path: Path, *, n_clips: int = 7442, variants: int = 
                   "data": "synthetic", "manifest": None, "emotions": None, "augment": augments[1:], "labels": LABELS}
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    w = StoreWriter(path, run_config=run_config, descriptor_names=names, clip_table=meta, overwrite=True)
+    w = StoreWriter(path, run_config=run_config, descriptor_names=names, overwrite=True)
     step = 1024
     for lo in range(0, n, step):
         hi = min(lo + step, n)
         desc = rng.standard_normal((hi - lo, len(names)), dtype=np.float32)
         mel = rng.standard_normal((hi - lo, fc.n_mels, fc.n_frames), dtype=np.float32) * 10 - 40
-        w.append(desc, mel, meta.iloc[lo:hi])
+        w.write(PartData(desc, mel, meta.iloc[lo:hi]))
     w.finish()
     log(f"built {path} ({n} rows, {format_size(path.stat().st_size)}) in {time.perf_counter() - t0:.0f}s")
     return path

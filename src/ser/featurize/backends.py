@@ -1,9 +1,10 @@
 """Where featurize's workers run: local processes, or a Dask or Ray cluster, through joblib.
 
-joblib's own backends do the distribution; this module only opens the right one (loky's
-executor, the default's, featurize feeds directly: :mod:`ser.featurize.taskpool`). The parent
-process stays the single writer of the store whatever the backend: workers return arrays.
-A cluster's workers need the ``ser`` package installed and the audio folder at the same path.
+joblib's own backends do the distribution; this module only opens the right one. Only the
+parent writes ``feats.h5`` whatever the backend: local workers (and a local cluster's) write
+their tasks' part files, a remote cluster's workers return their rows for the parent to write
+(:mod:`ser.featurize.worker`). A cluster's workers need the ``ser`` package installed and the
+audio folder at the same path.
 """
 
 from __future__ import annotations
