@@ -357,7 +357,8 @@ def _train_sweep(store_path: Path, cfg: Any, sweeps: tuple[str, ...], out: Path,
 def evaluate_cmd(checkpoint: Path, store_path: Path | None, split: str, out: Path | None, device: str) -> None:
     """Accuracy, F1 (micro/macro/weighted), confusion matrix and most-confused classes."""
     from ser.audio.decode import refuse_audio_overwrite
-    from ser.evaluation.evaluator import evaluate, format_metrics
+    from ser.evaluation.evaluator import evaluate
+    from ser.evaluation.metrics import format_metrics
     from ser.report.runs import draw_confusion
 
     out = out or checkpoint.parent / f"eval-{split}"

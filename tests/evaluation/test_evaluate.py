@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ser.evaluation.evaluator import compute_metrics, evaluate, most_confused
+from ser.evaluation.evaluator import evaluate
+from ser.evaluation.metrics import compute_metrics, most_confused
 from ser.featurize.job import featurize
 from ser.store import Store
 from ser.training.checkpoint import load_checkpoint

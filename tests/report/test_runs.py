@@ -10,7 +10,7 @@ import pytest
 
 import ser.report.runs as runs
 from ser.errors import SerError
-from ser.evaluation.evaluator import compute_metrics
+from ser.evaluation.metrics import compute_metrics
 from ser.training.loop import write_history
 
 

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ser.errors import SerError
-from ser.evaluation.evaluator import compute_metrics
+from ser.evaluation.metrics import compute_metrics
 from ser.store import Store
 from ser.training.checkpoint import load_checkpoint
 from ser.training.data import fit_statistics, load_rows

@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from ser.corpus.splits import SplitConfig
 from ser.corpus.synth import make_cremad_corpus
-from ser.evaluation.evaluator import evaluate, format_metrics
+from ser.evaluation.evaluator import evaluate
+from ser.evaluation.metrics import format_metrics
 from ser.features.config import FeatureConfig
 from ser.featurize.job import FeaturizeConfig, featurize
 from ser.training.loop import TrainConfig, train
