@@ -140,6 +140,16 @@ _CLEAN_ENDS = {
 }
 
 
+def _wait_for(proc: subprocess.Popen) -> tuple[str, str] | None:
+    """``proc``'s output once it ends; None (and its process group killed) if it hangs for 2 minutes."""
+    try:
+        return proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        return None
+
+
 def signal_after(cmd: list[str], delay: float, sig: int) -> str:
     """Start ``cmd``, wait for "ready", sleep ``delay``, send ``sig`` to its process group (the
     parent and its workers: what an OOM kill, a power cut or Ctrl-C in a terminal reaches); how
@@ -153,12 +163,10 @@ def signal_after(cmd: list[str], delay: float, sig: int) -> str:
     time.sleep(delay)
     if proc.poll() is None:
         os.killpg(proc.pid, sig)
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    ended = _wait_for(proc)
+    if ended is None:
         return "hung"
+    out, err = ended
     if proc.returncode == 0:
         return "finished before the signal"
     if proc.returncode == -signal.SIGKILL and sig == signal.SIGKILL:
@@ -216,12 +224,10 @@ def kill_a_writing_worker(cmd: list[str], timeout: float = 60) -> str:
         if pid is not None:
             os.kill(pid, signal.SIGKILL)
             killed = True
-    try:
-        out, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    ended = _wait_for(proc)
+    if ended is None:
         return "hung"
+    out, err = ended
     if not killed:
         return "finished before the signal"
     if proc.returncode != 0 and ("TerminatedWorkerError" in err or "terminated abruptly" in err):

@@ -45,3 +45,19 @@ def make_array_store(path: Path, *, per_class: int = 30, seed: int = 0, n_mels: 
         w.write(PartData(desc, mel, meta))
         w.finish()
     return path
+
+
+def tiny_rows(start: int, k: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """``k`` rows of clips ``clip<start>``.. for the store's own tests: descriptors ``(k, 2)``,
+    mel ``(k, 4, 3)`` (random, seeded by ``start``) and their meta."""
+    rng = np.random.default_rng(start)
+    desc = rng.standard_normal((k, 2)).astype(np.float32)
+    mel = rng.standard_normal((k, 4, 3)).astype(np.float32)
+    meta = pd.DataFrame({
+        "clip_id": [f"clip{i}" for i in range(start, start + k)],
+        "path": [f"clip{i}.wav" for i in range(start, start + k)],
+        "dataset": "cremad", "speaker": "1001", "emotion": "ANG", "label": 0, "split": "train",
+        "augment": "none", "duration_s": 0.1, "n_frames": 3, "sentence": "DFA", "intensity": "XX",
+        "sex": "Male", "age": 30.0,
+    })
+    return desc, mel, meta

@@ -26,6 +26,7 @@ from ser.store import Store, StoreChanged, StoreWriter, read_attrs, work_dir
 from ser.store.layout import FAILURE_COLUMNS, META_COLUMNS, filters, read_columns
 from ser.store.parts import PartData, Receipt, part_path, write_part
 from ser.store.reader import WORK_VERSION
+from array_store import tiny_rows
 
 FEATURES = {"n_mels": 4, "max_seconds": 0.1, "sample_rate": 1000, "hop_length": 50}  # 3 frames
 NAMES = ["a_mean", "b_mean"]
@@ -38,16 +39,7 @@ def _writer(path: Path, **kw: object) -> StoreWriter:
 
 
 def _part(start: int, k: int, failures: pd.DataFrame | None = None) -> PartData:
-    rng = np.random.default_rng(start)
-    meta = pd.DataFrame({
-        "clip_id": [f"clip{i}" for i in range(start, start + k)],
-        "path": [f"clip{i}.wav" for i in range(start, start + k)],
-        "dataset": "cremad", "speaker": "1001", "emotion": "ANG", "label": 0, "split": "train",
-        "augment": "none", "duration_s": 0.1, "n_frames": 3, "sentence": "DFA", "intensity": "XX",
-        "sex": "Male", "age": 30.0,
-    })
-    data = PartData(rng.standard_normal((k, 2)).astype(np.float32), rng.standard_normal((k, 4, 3)).astype(np.float32),
-                    meta)
+    data = PartData(*tiny_rows(start, k))
     if failures is not None:
         data.failures = failures
     return data

@@ -23,6 +23,7 @@ from ser.corpus.labels import CREMAD_EMOTIONS
 from ser.store import SCHEMA_VERSION, Store, StoreWriter, describe_differences, read_attrs, work_dir
 from ser.store.layout import META_COLUMNS, plain_strings, same_chunks
 from ser.store.parts import PartData, part_path
+from array_store import tiny_rows
 
 # -- the session store ---------------------------------------------------------------------------
 
@@ -146,23 +147,9 @@ def _writer(path: Path, **kw: object) -> StoreWriter:
     return StoreWriter(path, descriptor_names=NAMES, **kw)
 
 
-def _batch(start: int, k: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
-    rng = np.random.default_rng(start)
-    desc = rng.standard_normal((k, 2)).astype(np.float32)
-    mel = rng.standard_normal((k, 4, 3)).astype(np.float32)
-    meta = pd.DataFrame({
-        "clip_id": [f"clip{i}" for i in range(start, start + k)],
-        "path": [f"clip{i}.wav" for i in range(start, start + k)],
-        "dataset": "cremad", "speaker": "1001", "emotion": "ANG", "label": 0, "split": "train",
-        "augment": "none", "duration_s": 0.1, "n_frames": 3, "sentence": "DFA", "intensity": "XX",
-        "sex": "Male", "age": 30.0,
-    })
-    return desc, mel, meta
-
-
 def _part(start: int, k: int, failures: pd.DataFrame | None = None) -> PartData:
     """Rows of clips ``start`` .. ``start + k - 1`` as a part's data (and ``failures``, if given)."""
-    data = PartData(*_batch(start, k))
+    data = PartData(*tiny_rows(start, k))
     if failures is not None:
         data.failures = failures
     return data
@@ -175,7 +162,7 @@ def _fail(*clip_ids: str, reason: str = "silent") -> pd.DataFrame:
 
 def test_writer_writes_parts_in_order(tmp_path: Path) -> None:
     w = _writer(tmp_path / "s.h5")
-    batches = [_batch(0, 2), _batch(2, 3)]
+    batches = [tiny_rows(0, 2), tiny_rows(2, 3)]
     for b in batches:
         w.write(PartData(*b))
     assert w.next_seq == 2 and w.n_rows == 5
@@ -189,7 +176,7 @@ def test_writer_writes_parts_in_order(tmp_path: Path) -> None:
 
 def test_writer_refuses_a_part_whose_arrays_disagree(tmp_path: Path) -> None:
     w = _writer(tmp_path / "s.h5")
-    desc, mel, meta = _batch(0, 3)
+    desc, mel, meta = tiny_rows(0, 3)
     with pytest.raises(StoreError, match="part sizes differ"):
         w.write(PartData(desc, mel[:2], meta))
     with pytest.raises(StoreError, match="do not fit the store"):
@@ -216,7 +203,7 @@ def test_reopening_ignores_a_batch_cut_short(tmp_path: Path) -> None:
     again.write(_part(2, 1))
     again.finish()
     with h5py.File(w.path, "r") as f:
-        np.testing.assert_array_equal(f["descriptors"][2], _batch(2, 1)[0][0])
+        np.testing.assert_array_equal(f["descriptors"][2], tiny_rows(2, 1)[0][0])
         assert f["descriptors"].shape[0] == 3
     assert not work_dir(w.path).exists()
 
@@ -253,7 +240,7 @@ def test_missing_strings_in_meta_and_failures_do_not_break_the_writer(tmp_path: 
                                                        "reason": ["bad name"]})], ignore_index=True)
     skipped["clip_id"] = skipped["clip_id"].where(skipped["clip_id"].notna(), None)
     w.write(PartData.only_failures(skipped, w.part_spec()))
-    desc, mel, meta = _batch(0, 2)
+    desc, mel, meta = tiny_rows(0, 2)
     meta["sentence"] = [np.nan, "a_much_longer_sentence_than_the_floor"]
     meta["sex"] = [None, pd.NA]
     w.write(PartData(desc, mel, meta))
@@ -359,7 +346,7 @@ def _copies(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str, int, bool]]
 
 def test_finish_copies_every_parts_mel_chunks_as_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     w = _writer(tmp_path / "s.h5")
-    batches = [_batch(0, 2), _batch(2, 3)]
+    batches = [tiny_rows(0, 2), tiny_rows(2, 3)]
     copies = _copies(monkeypatch)  # parts are merged as they are committed
     for b in batches:
         w.write(PartData(*b))
@@ -398,7 +385,7 @@ def test_a_resumed_store_merges_the_mel_chunks_as_stored(tmp_path: Path, monkeyp
 
 
 def test_a_store_merged_from_many_parts_equals_one_written_as_one_part(tmp_path: Path) -> None:
-    batches = [_batch(0, 2), _batch(2, 3), _batch(5, 1)]
+    batches = [tiny_rows(0, 2), tiny_rows(2, 3), tiny_rows(5, 1)]
     fail = _fail("bad", reason="not audio")
     one = _writer(tmp_path / "one.h5")
     one.write(PartData(*(np.concatenate(x) if i < 2 else pd.concat(x, ignore_index=True)
@@ -422,7 +409,7 @@ def test_a_store_merged_from_many_parts_equals_one_written_as_one_part(tmp_path:
 
 
 def test_a_part_that_fails_its_fsync_is_not_committed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    batches = [_batch(0, 2), _batch(2, 3), _batch(5, 1)]
+    batches = [tiny_rows(0, 2), tiny_rows(2, 3), tiny_rows(5, 1)]
     w = _writer(tmp_path / "s.h5")
     w.write(PartData(*batches[0]))
     real = parts_mod.fsync_path
@@ -524,7 +511,7 @@ def test_a_part_is_committed_only_once_it_is_on_disk(tmp_path: Path, monkeypatch
     monkeypatch.setattr(os, "replace", lambda a, b: (events.append(("rename", Path(a).name, Path(b).name)),
                                                      real_replace(a, b))[1])
     w = _writer(tmp_path / "s.h5")
-    for b in (_batch(0, 2), _batch(2, 3)):
+    for b in (tiny_rows(0, 2), tiny_rows(2, 3)):
         w.write(PartData(*b))
     for seq in (0, 1):  # the part's own fsync before its rename, the folder's after it
         tmp, final = w.part_spec().tmp_path(seq).name, f"part-{seq:06d}.h5"
@@ -533,7 +520,7 @@ def test_a_part_is_committed_only_once_it_is_on_disk(tmp_path: Path, monkeypatch
         assert events[rename + 1] == ("fsync", w.work.name)
     w.finish()
     np.testing.assert_array_equal(Store(w.path).read("mel", np.arange(5)),
-                                  np.concatenate([_batch(0, 2)[1], _batch(2, 3)[1]]))
+                                  np.concatenate([tiny_rows(0, 2)[1], tiny_rows(2, 3)[1]]))
 
 
 def test_finish_decodes_a_base_store_chunked_another_way(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -553,7 +540,7 @@ def test_finish_decodes_a_base_store_chunked_another_way(tmp_path: Path, monkeyp
     assert [c for c in copies if c[1] == "mel"] == [("s.h5", "mel", 3, False), ("part-000000.h5", "mel", 2, True)]
     store = Store(w.path)
     store.verify()
-    np.testing.assert_array_equal(store.read("mel", np.arange(5)), np.concatenate([mel, _batch(3, 2)[1]]))
+    np.testing.assert_array_equal(store.read("mel", np.arange(5)), np.concatenate([mel, tiny_rows(3, 2)[1]]))
     with h5py.File(w.path, "r") as f:
         assert f["mel"].chunks == (1, 4, 3) and f["mel"].fletcher32
 
@@ -578,7 +565,7 @@ def test_a_part_chunk_damaged_on_disk_is_caught_when_the_store_is_read(tmp_path:
     _flip_in_chunk(part_path(w.work, 0), "mel", 1)
     partial = Store(w.path, require_complete=False)  # a reader of the unfinished store checks it too
     for row in (0, 2):
-        np.testing.assert_array_equal(partial.read("mel", np.array([row])), _batch(0, 3)[1][[row]])
+        np.testing.assert_array_equal(partial.read("mel", np.array([row])), tiny_rows(0, 3)[1][[row]])
     with pytest.raises(StoreError, match="cannot read mel rows near 1.*corrupt"):
         partial.read("mel", np.array([1]))
     partial.close()
@@ -587,7 +574,7 @@ def test_a_part_chunk_damaged_on_disk_is_caught_when_the_store_is_read(tmp_path:
     again.finish()
     store = Store(w.path)
     for row in (0, 2):
-        np.testing.assert_array_equal(store.read("mel", np.array([row])), _batch(0, 3)[1][[row]])
+        np.testing.assert_array_equal(store.read("mel", np.array([row])), tiny_rows(0, 3)[1][[row]])
     with pytest.raises(StoreError, match="corrupt"):
         store.read("mel", np.array([1]))
     with pytest.raises(StoreError, match="corrupt"):
