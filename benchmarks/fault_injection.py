@@ -68,6 +68,9 @@ def child(data: str, out: str, workers: int, task_clips: int) -> None:
     from ser.featurize.job import featurize
 
     warnings.filterwarnings("ignore", "split not stratified")
+    # a shell's background job starts with SIGINT ignored, and Python then keeps it so: Ctrl-C
+    # trials would test nothing. The child takes SIGINT as a terminal's foreground job does.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     print("ready", flush=True)
     try:
         featurize(_config(Path(data), Path(out), workers, task_clips), progress=False, log=lambda m: None)
@@ -408,7 +411,7 @@ def main() -> int:
         t_run = run_to_end(_child_cmd(data, ref, 1, args.task_clips))
         meta = pd.read_hdf(ref, "meta")
         print(f"corpus: {meta['clip_id'].nunique()} clips + 3 unusable files -> {len(meta)} rows; clean run "
-              f"{t_run:.1f} s (batches of {args.task_clips} clips)", flush=True)
+              f"{t_run:.1f} s (tasks of {args.task_clips} clips)", flush=True)
         damage = damage_trials(args, ref, work) if args.flips else {}
         rows = signal_trials(args, data, ref, work, t_run, sig=signal.SIGKILL, n=args.trials, mode="random",
                              seed=args.seed)
