@@ -65,6 +65,7 @@ def _config(data: Path, out: Path, workers: int, task_clips: int) -> Any:
 
 def child(data: str, out: str, workers: int, task_clips: int) -> None:
     """The process that gets killed: featurize, announcing on stdout when it starts working."""
+    from ser.errors import SerError
     from ser.featurize.job import featurize
 
     warnings.filterwarnings("ignore", "split not stratified")
@@ -77,6 +78,9 @@ def child(data: str, out: str, workers: int, task_clips: int) -> None:
     except KeyboardInterrupt:  # as the CLI does
         print("interrupted", flush=True)
         sys.exit(130)
+    except SerError as exc:  # as the CLI does: the message, no traceback
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        sys.exit(1)
     print("done", flush=True)
 
 
@@ -233,7 +237,7 @@ def kill_a_writing_worker(cmd: list[str], timeout: float = 60) -> str:
     out, err = ended
     if not killed:
         return "finished before the signal"
-    if proc.returncode != 0 and ("TerminatedWorkerError" in err or "terminated abruptly" in err):
+    if proc.returncode != 0 and "a featurize worker died" in err and "Traceback" not in err:
         return "worker killed; the run stopped with an error"
     return f"worker killed; the run ended with exit {proc.returncode}"
 

@@ -294,6 +294,35 @@ def test_a_commit_error_stops_featurize_with_its_message_and_the_rerun_finishes(
     assert_same_store(clean.out, cfg.out)
 
 
+def test_a_worker_that_dies_stops_featurize_with_a_message_and_the_rerun_finishes(
+        small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker killed (by the OOM killer, say) breaks the pool: the run stops with a message
+    saying what is kept, not a traceback, and the rerun resumes."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    import ser.featurize.job as job
+
+    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", task_clips=4)
+    featurize(clean, progress=False, log=quiet)
+    cfg = _two_emotions(small_store_config, tmp_path / "died.h5", task_clips=4)
+    real = job.receipts
+
+    def dies_after_two(*args: Any, **kw: Any):
+        for i, receipt in enumerate(real(*args, **kw)):
+            if i == 2:
+                raise BrokenProcessPool("A process in the process pool was terminated abruptly")
+            yield receipt
+
+    monkeypatch.setattr(job, "receipts", dies_after_two)
+    with pytest.raises(SerError, match="worker died.*rows committed in .* are safe: run the same command again"):
+        featurize(cfg, progress=False, log=quiet)
+    monkeypatch.undo()
+    assert len(Store(cfg.out, require_complete=False).info["parts"]) == 2
+    summary = featurize(cfg, progress=False, log=quiet)
+    assert summary.n_done_before == 8
+    assert_same_store(clean.out, cfg.out)
+
+
 def test_ctrl_c_during_compute_keeps_the_tasks_already_committed(
         small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     clean = _two_emotions(small_store_config, tmp_path / "clean.h5", task_clips=4)

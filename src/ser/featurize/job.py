@@ -13,6 +13,7 @@ import math
 import os
 import sys
 import time
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -223,6 +224,10 @@ def _run(writer: Any, p: Plan, cfg: FeaturizeConfig, todo: pd.DataFrame, bar: An
     except OSError as exc:  # a worker could not write its part: a full disk, a vanished folder
         raise StoreError(f"cannot write a part in {writer.work} ({exc}); the {writer.n_rows} rows committed "
                          "before it are safe: fix the cause and run the same command again") from None
+    except BrokenExecutor as exc:  # a worker process died: killed, or out of memory
+        raise SerError(f"a featurize worker died ({type(exc).__name__}: {str(exc).splitlines()[0]}); the "
+                       f"{writer.n_rows} rows committed in {writer.work} are safe: run the same command again "
+                       "to resume (with fewer --workers if memory ran out)") from None
     finally:
         results.close()  # restores the thread limits and stops the workers now, not at GC
 

@@ -219,9 +219,8 @@ class StoreWriter:
         Merging as parts come, while the workers compute the next ones, leaves :meth:`finish` the
         tables alone to add: no serial copy of every row at the end of a run (~1 s of a 22 s run
         of 1,200 clips on 2 workers, more with more workers). Nothing relies on this file until it
-        is finished:
-        after a crash it is removed with the other uncommitted files and merged anew from the
-        parts."""
+        is finished: after a crash it is removed with the other uncommitted files and merged anew
+        from the parts."""
         import h5py
 
         try:
