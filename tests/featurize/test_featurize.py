@@ -269,10 +269,18 @@ def _two_emotions(small_store_config, out: Path, **kw: Any):
     return dataclasses.replace(small_store_config, out=out, emotions=("ANG", "SAD"), augment=("noise",), **kw)
 
 
-def test_a_commit_error_stops_featurize_with_its_message_and_the_rerun_finishes(
-        small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", task_clips=4)
+@pytest.fixture(scope="module")
+def clean_two_emotions(small_store_config, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The clean run's store of :func:`_two_emotions` in tasks of 4 clips: what an interrupted
+    run of the same, resumed, must equal. Read it, never write to it."""
+    clean = _two_emotions(small_store_config, tmp_path_factory.mktemp("clean") / "clean.h5", task_clips=4)
     featurize(clean, progress=False, log=quiet)
+    return clean.out
+
+
+def test_a_commit_error_stops_featurize_with_its_message_and_the_rerun_finishes(
+        small_store_config, clean_two_emotions: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _two_emotions(small_store_config, tmp_path / "full.h5", task_clips=4)
     real = worker_mod.write_part
     calls: list[int] = []
@@ -291,19 +299,18 @@ def test_a_commit_error_stops_featurize_with_its_message_and_the_rerun_finishes(
     monkeypatch.undo()
     summary = featurize(cfg, progress=False, log=quiet)  # the lock was released: the rerun resumes
     assert summary.n_done_before == 4
-    assert_same_store(clean.out, cfg.out)
+    assert_same_store(clean_two_emotions, cfg.out)
 
 
 def test_a_worker_that_dies_stops_featurize_with_a_message_and_the_rerun_finishes(
-        small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        small_store_config, clean_two_emotions: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """A worker killed (by the OOM killer, say) breaks the pool: the run stops with a message
     saying what is kept, not a traceback, and the rerun resumes."""
     from concurrent.futures.process import BrokenProcessPool
 
     import ser.featurize.job as job
 
-    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", task_clips=4)
-    featurize(clean, progress=False, log=quiet)
     cfg = _two_emotions(small_store_config, tmp_path / "died.h5", task_clips=4)
     real = job.receipts
 
@@ -320,13 +327,12 @@ def test_a_worker_that_dies_stops_featurize_with_a_message_and_the_rerun_finishe
     assert len(Store(cfg.out, require_complete=False).info["parts"]) == 2
     summary = featurize(cfg, progress=False, log=quiet)
     assert summary.n_done_before == 8
-    assert_same_store(clean.out, cfg.out)
+    assert_same_store(clean_two_emotions, cfg.out)
 
 
 def test_ctrl_c_during_compute_keeps_the_tasks_already_committed(
-        small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    clean = _two_emotions(small_store_config, tmp_path / "clean.h5", task_clips=4)
-    featurize(clean, progress=False, log=quiet)
+        small_store_config, clean_two_emotions: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = _two_emotions(small_store_config, tmp_path / "stopped.h5", task_clips=4)
     real_clip = worker_mod.process_clip
     clips_seen: list[int] = []
@@ -348,7 +354,7 @@ def test_ctrl_c_during_compute_keeps_the_tasks_already_committed(
     assert any(f"interrupted: {committed.n_rows} rows are safely committed" in m for m in logs), logs
     summary = featurize(cfg, progress=False, log=quiet)
     assert summary.n_done_before == 12
-    assert_same_store(clean.out, cfg.out)
+    assert_same_store(clean_two_emotions, cfg.out)
 
 
 # -- filters, extremes, corpora ------------------------------------------------------------------
