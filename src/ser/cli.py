@@ -355,7 +355,7 @@ def _train_sweep(store_path: Path, cfg: Any, sweeps: tuple[str, ...], out: Path,
 @click.option("--device", type=DEVICE_CHOICE, default="auto")
 @_friendly_errors
 def evaluate_cmd(checkpoint: Path, store_path: Path | None, split: str, out: Path | None, device: str) -> None:
-    """Accuracy, F1 (micro/macro/weighted), confusion matrix and most-confused classes."""
+    """Accuracy, UAR, F1 (micro/macro/weighted), confusion matrix and most-confused classes."""
     from ser.audio.decode import refuse_audio_overwrite
     from ser.evaluation.evaluator import evaluate
     from ser.evaluation.metrics import format_metrics
@@ -422,7 +422,7 @@ def demo_cmd(out: Path, epochs: int, workers: int, seed: int, explore: bool) -> 
 
     result = demo(DemoConfig(out=out, epochs=epochs, workers=workers, seed=seed, explore=explore))
     m = result.metrics
-    click.echo(f"demo test accuracy {m['accuracy']:.3f}, macro-F1 {m['f1_macro']:.3f} "
+    click.echo(f"demo test accuracy {m['accuracy']:.3f}, UAR {m['uar']:.3f}, macro-F1 {m['f1_macro']:.3f} "
                f"(synthetic corpus, chance 0.167) in {result.seconds:.0f} s; results in {out}")
 
 
@@ -496,7 +496,8 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
     draw_confusion(out, res.metrics)
     m = res.metrics
     click.echo(res.folds.to_string(index=False))
-    click.echo(f"\n{m['split']}: accuracy {m['fold_accuracy_mean']:.4f} ± {m['fold_accuracy_std']:.4f}, "
-               f"macro-F1 {m['fold_f1_macro_mean']:.4f} ± {m['fold_f1_macro_std']:.4f} (mean ± std over folds); "
-               f"pooled over all held-out clips: accuracy {m['accuracy']:.4f}, macro-F1 {m['f1_macro']:.4f}")
+    click.echo(f"\n{m['split']}: UAR {m['fold_uar_mean']:.4f} ± {m['fold_uar_std']:.4f}, accuracy "
+               f"{m['fold_accuracy_mean']:.4f} ± {m['fold_accuracy_std']:.4f}, macro-F1 {m['fold_f1_macro_mean']:.4f} "
+               f"± {m['fold_f1_macro_std']:.4f} (mean ± std over folds); pooled over all held-out clips: UAR "
+               f"{m['uar']:.4f}, accuracy {m['accuracy']:.4f}, macro-F1 {m['f1_macro']:.4f}")
     click.echo(f"wrote {out}/folds.csv, metrics.json, predictions.csv, confusion.png")

@@ -40,6 +40,25 @@ def test_metrics_agree_with_scikit_learn() -> None:
     assert pairs[0]["rate"] == pytest.approx(7 / 9)
 
 
+def test_uar_is_the_mean_recall_of_the_classes_present() -> None:
+    from sklearn.metrics import balanced_accuracy_score, recall_score
+
+    from ser.evaluation.metrics import uar
+
+    rng = np.random.default_rng(5)
+    y_true = np.repeat(np.arange(4), [120, 40, 25, 15])  # unbalanced: accuracy and UAR differ
+    y_pred = np.where(rng.random(200) < 0.7, y_true, rng.integers(0, 4, 200))
+    m = compute_metrics(y_true, y_pred, ["ANG", "HAP", "NEU", "SAD"])
+    assert m["uar"] == pytest.approx(recall_score(y_true, y_pred, average="macro"))
+    assert m["uar"] == pytest.approx(balanced_accuracy_score(y_true, y_pred))
+    assert m["uar"] == pytest.approx(np.mean([(y_pred[y_true == c] == c).mean() for c in range(4)]))
+    assert m["uar"] != pytest.approx(m["accuracy"])
+    always_ang = np.zeros(200, dtype=int)  # the majority class every time: accuracy 0.6, UAR chance
+    assert uar(y_true, always_ang) == pytest.approx(0.25)
+    # a class the model predicts but the data lacks does not count: the mean is over true classes
+    assert uar(np.array([0, 0, 1, 1]), np.array([0, 2, 1, 1])) == pytest.approx(0.75)
+
+
 def test_train_and_evaluate_run_with_the_audio_folder_gone(cremad_corpus: Path, small_store_config,
                                                            tmp_path: Path) -> None:
     audio = tmp_path / "AudioWAV"

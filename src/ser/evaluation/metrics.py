@@ -1,4 +1,4 @@
-"""Scores of predictions: accuracy, F1 (micro, macro, weighted), the per-class report, the
+"""Scores of predictions: accuracy, UAR, F1 (micro, macro, weighted), the per-class report, the
 confusion matrix and its most-confused pairs; functions of labels alone, no model, no store."""
 
 from __future__ import annotations
@@ -8,8 +8,20 @@ from typing import Any, Sequence
 import numpy as np
 
 
+def uar(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Unweighted average recall: the mean over the classes present in ``y_true`` of the share of
+    each class's clips predicted as that class (what SER papers report first; chance is one over
+    the number of classes, whatever their sizes). sklearn's ``balanced_accuracy_score``."""
+    from sklearn.metrics import recall_score
+
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape[0] == 0:
+        return float("nan")
+    return float(recall_score(y_true, y_pred, labels=np.unique(y_true), average="macro", zero_division=0))
+
+
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
-    """Accuracy, F1 (micro, macro, weighted), per-class report, confusion counts, confused pairs.
+    """Accuracy, UAR, F1 (micro, macro, weighted), per-class report, confusion counts, confused pairs.
 
     ``y_true``/``y_pred`` are class indices into ``labels``.
     """
@@ -22,6 +34,7 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str
     return {
         "n": int(len(y_true)),
         "accuracy": float(accuracy_score(y_true, y_pred)),
+        "uar": uar(y_true, y_pred),
         "f1_micro": float(f1_score(y_true, y_pred, labels=idx, average="micro", zero_division=0)),
         "f1_macro": float(f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
         "f1_weighted": float(f1_score(y_true, y_pred, labels=idx, average="weighted", zero_division=0)),
@@ -50,6 +63,7 @@ def format_metrics(metrics: dict[str, Any]) -> str:
     """A short text table of the headline metrics, per-class scores and most-confused pairs."""
     lines = [f"{metrics.get('model', '')} on {metrics.get('store', '')} [{metrics.get('split', '')}], n={metrics['n']}",
              f"  accuracy     {metrics['accuracy']:.4f}",
+             f"  UAR          {metrics['uar']:.4f}",
              f"  F1 micro     {metrics['f1_micro']:.4f}",
              f"  F1 macro     {metrics['f1_macro']:.4f}",
              f"  F1 weighted  {metrics['f1_weighted']:.4f}",

@@ -120,12 +120,13 @@ def _fold(f: _Folds, k: int, test_speakers: list[str], n_folds: int, *, log: Cal
     logits, y = predict_logits(model, load_rows(f.store, test_rows, f.family, f.device, transform=f.transform))
     pred = logits.argmax(1).numpy()
     m = compute_metrics(y.numpy(), pred, labels)
-    log(f"fold {k}: accuracy {m['accuracy']:.3f}, macro-F1 {m['f1_macro']:.3f}")
+    log(f"fold {k}: accuracy {m['accuracy']:.3f}, UAR {m['uar']:.3f}, macro-F1 {m['f1_macro']:.3f}")
     part = meta.loc[np.sort(test_rows), ["clip_id", "speaker", "emotion"]].copy()
     part["predicted"] = [labels[i] for i in pred]
     part["fold"] = k
     return ({"fold": k, "speakers": " ".join(test_speakers), "n": m["n"],
-             "accuracy": round(m["accuracy"], 4), "f1_macro": round(m["f1_macro"], 4)}, part)
+             "accuracy": round(m["accuracy"], 4), "uar": round(m["uar"], 4), "f1_macro": round(m["f1_macro"], 4)},
+            part)
 
 
 def _pool(f: _Folds, fold_rows: list[dict[str, Any]], allp: pd.DataFrame, n_folds: int, *,
@@ -139,6 +140,8 @@ def _pool(f: _Folds, fold_rows: list[dict[str, Any]], allp: pd.DataFrame, n_fold
                   trained_on_augmented_rows=f.augmented, train_config=f.cfg.to_dict(), folds=fold_rows,
                   fold_accuracy_mean=float(table["accuracy"].mean()),
                   fold_accuracy_std=float(table["accuracy"].std(ddof=0)),
+                  fold_uar_mean=float(table["uar"].mean()),
+                  fold_uar_std=float(table["uar"].std(ddof=0)),
                   fold_f1_macro_mean=float(table["f1_macro"].mean()),
                   fold_f1_macro_std=float(table["f1_macro"].std(ddof=0)),
                   seconds=seconds)

@@ -138,8 +138,10 @@ def _run_point(cfg: TrainConfig, overrides: dict[str, str], data: TrainData, run
     if len(data.store.rows("test")) > 0:  # reported beside each run; the winner is still picked on validation
         ev = evaluate(res.out_dir / "best.pt", store=data.store.path, split="test",
                       out_dir=res.out_dir / "test", device=device.type, log=log)
-        row.update(test_accuracy=round(ev.metrics["accuracy"], 4), test_macro_f1=round(ev.metrics["f1_macro"], 4))
-        log(f"    test accuracy {ev.metrics['accuracy']:.4f}, macro-F1 {ev.metrics['f1_macro']:.4f}")
+        row.update(test_accuracy=round(ev.metrics["accuracy"], 4), test_uar=round(ev.metrics["uar"], 4),
+                   test_macro_f1=round(ev.metrics["f1_macro"], 4))
+        log(f"    test accuracy {ev.metrics['accuracy']:.4f}, UAR {ev.metrics['uar']:.4f}, "
+            f"macro-F1 {ev.metrics['f1_macro']:.4f}")
         test_dir = ev.out_dir
     if after_run is not None:
         after_run(res.out_dir, test_dir)

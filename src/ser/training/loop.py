@@ -94,6 +94,7 @@ class EpochStats:
     loss: float
     accuracy: float
     macro_f1: float
+    uar: float  # unweighted average recall (mean per-class recall)
 
 
 @torch.no_grad()
@@ -110,13 +111,16 @@ def predict_logits(model: nn.Module, data: SplitData, *, batch_size: int = 512,
 
 
 def evaluate_split(model: nn.Module, data: SplitData, *, amp: bool = False) -> EpochStats:
-    from sklearn.metrics import f1_score
+    from sklearn.metrics import f1_score, recall_score
 
     logits, y = predict_logits(model, data, amp=amp)
     loss = float(nn.functional.cross_entropy(logits, y))
     pred = logits.argmax(1)
+    true = y.numpy()
     return EpochStats(loss=loss, accuracy=float((pred == y).float().mean()),
-                      macro_f1=float(f1_score(y.numpy(), pred.numpy(), average="macro", zero_division=0)))
+                      macro_f1=float(f1_score(true, pred.numpy(), average="macro", zero_division=0)),
+                      uar=float(recall_score(true, pred.numpy(), labels=np.unique(true), average="macro",
+                                             zero_division=0)))
 
 
 @dataclass
@@ -371,7 +375,8 @@ def _epoch(run: _Run, progress: _Progress, epoch: int) -> bool:
     progress.history.append(row)
     improved = _checkpoint(run, progress, epoch, (val.macro_f1, val.accuracy) if val else (train_acc, train_acc))
     run.log(f"epoch {epoch:3d}/{run.cfg.epochs}  loss {train_loss:.4f}  acc {train_acc:.3f}"
-            + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
+            + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} UAR {val.uar:.3f} macro-F1 {val.macro_f1:.3f}"
+               if val else "")
             + f"  {row['seconds']:.1f}s" + ("  *" if improved else ""))
     return _early_stop(run, progress)
 
@@ -431,7 +436,7 @@ def _history_row(epoch: int, train_loss: float, train_acc: float, val: EpochStat
     nan = float("nan")
     return {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_acc,
             "val_loss": val.loss if val else nan, "val_accuracy": val.accuracy if val else nan,
-            "val_macro_f1": val.macro_f1 if val else nan, "seconds": seconds}
+            "val_macro_f1": val.macro_f1 if val else nan, "val_uar": val.uar if val else nan, "seconds": seconds}
 
 
 def _checkpoint(run: _Run, progress: _Progress, epoch: int, score: tuple[float, float]) -> bool:
