@@ -31,20 +31,20 @@ import pandas as pd
 
 SCHEMA_VERSION = 2
 
-#: The meta columns a clip carries from the corpus scan and split (the clip table's), in order.
-CLIP_COLUMNS = ("clip_id", "path", "dataset", "speaker", "emotion", "label", "split", "sentence",
-                "intensity", "sex", "age")
-#: The meta columns each variant of a clip adds.
-VARIANT_COLUMNS = ("augment", "duration_s", "n_frames")
+#: Every meta column, in the order the store keeps them.
 META_COLUMNS = ("clip_id", "path", "dataset", "speaker", "emotion", "label", "split", "augment",
                 "duration_s", "n_frames", "sentence", "intensity", "sex", "age")
-META_STRING_COLUMNS = tuple(c for c in META_COLUMNS if c not in ("label", "duration_s", "n_frames", "age"))
+#: The meta columns each variant of a clip adds.
+VARIANT_COLUMNS = ("augment", "duration_s", "n_frames")
+#: The meta columns a clip carries from the corpus scan and split (the clip table's), in order.
+CLIP_COLUMNS = tuple(c for c in META_COLUMNS if c not in VARIANT_COLUMNS)
+NUMERIC = {"label": np.int64, "n_frames": np.int64, "duration_s": np.float64, "age": np.float64}
+META_STRING_COLUMNS = tuple(c for c in META_COLUMNS if c not in NUMERIC)
 FAILURE_COLUMNS = ("clip_id", "path", "reason")
 FAMILIES = ("descriptors", "mel")
 SPLITS = ("train", "val", "test")
 
 REASON_BYTES = 240
-NUMERIC = {"label": np.int64, "n_frames": np.int64, "duration_s": np.float64, "age": np.float64}
 DATA_COLUMNS = ["split", "emotion", "speaker", "augment"]
 TABLE_FILTERS: dict[str, Any] = dict(complevel=1, complib="zlib", fletcher32=True)
 LIBVER = ("v110", "latest")  # superblock v3 and v2 object headers: checksummed metadata
