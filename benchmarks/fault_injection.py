@@ -12,7 +12,7 @@ a few unusable files mixed in (so the ``failures`` table is exercised too):
    to the end and compares the store with the reference: same clips, splits, arrays (byte for
    byte), failures; no duplicate and no missing row; no work folder left behind;
 3. **commit-point kills** (``--strace``, needs strace): the writer is killed by strace's fault
-   injection exactly at its k-th ``rename`` (every batch commit, the header, the final
+   injection exactly at its k-th ``rename`` (every part's commit, the header, the final
    replace) and at a sample of its ``pwrite64`` calls, for every k, then resumed and compared;
 4. **damaged stores** (``--flips N``): N copies of the reference store, each with 8 bytes
    XOR-ed at a random offset, and N truncated at a random length, are read the way ``ser info``
@@ -286,16 +286,14 @@ def signal_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path, t
     return rows
 
 
-def _count_syscalls(cmd: list[str], names: str, follow: bool) -> dict[str, int]:
-    """How many times the featurize process makes each syscall in ``names``: its main thread
-    alone, or (``follow``) with its threads (the batches are committed on a thread of their own)."""
+def _count_syscalls(cmd: list[str], names: str) -> dict[str, int]:
+    """How many times the featurize process, all its threads included, makes each syscall in ``names``."""
     log = tempfile.mktemp(suffix=".strace")
-    subprocess.run(["strace", "-qq", *(["-f"] if follow else []), "-o", log, "-e", f"trace={names}", *cmd],
+    subprocess.run(["strace", "-qq", "-f", "-o", log, "-e", f"trace={names}", *cmd],
                    check=True, capture_output=True, text=True)
     counts: dict[str, int] = {}
     for line in Path(log).read_text().splitlines():
-        if follow:
-            line = line.split(" ", 1)[1] if line[:1].isdigit() else line  # "<tid> name(...)"
+        line = line.split(" ", 1)[1] if line[:1].isdigit() else line  # "<tid> name(...)"
         name = line.split("(", 1)[0].strip()
         if name in names.split(","):  # not the signal lines strace also writes
             counts[name] = counts.get(name, 0) + 1
@@ -310,36 +308,33 @@ def strace_trials(args: argparse.Namespace, data: Path, ref: Path, work: Path) -
         return []
     probe = work / "probe.h5"
     cmd = _child_cmd(data, probe, 1, args.task_clips)  # one process: the writer is the tracee
-    points = []
-    # strace counts calls per thread: without -f the main thread's (the header and the final
-    # publish renames), with -f also the commit thread's (one rename per batch), which come first
-    for follow in (False, True):
-        counts = _count_syscalls(cmd, "rename,renameat,renameat2,pwrite64", follow)
-        shutil.rmtree(probe.with_name(probe.name + ".partial"), ignore_errors=True)
-        probe.unlink(missing_ok=True)
-        rename = max(("rename", "renameat", "renameat2"), key=lambda n: counts.get(n, 0))
-        points += [(rename, k, follow) for k in range(1, counts.get(rename, 0) + 1)]
-        n_pw = counts.get("pwrite64", 0)
-        if n_pw and follow:
-            step = max(1, n_pw // args.pwrite_samples)
-            points += [("pwrite64", k, follow) for k in range(1, n_pw + 1, step)]
-        print(f"commit points{' (with threads)' if follow else ' (main thread)'}: {counts.get(rename, 0)} "
-              f"{rename} calls, {n_pw} pwrite64 calls", flush=True)
-    print(f"trying {len(points)} kill points", flush=True)
+    # the writer makes its renames (the header, each commit, the final publish) on the main thread;
+    # -f counts (and kills at) whatever thread makes the k-th call all the same
+    counts = _count_syscalls(cmd, "rename,renameat,renameat2,pwrite64")
+    shutil.rmtree(probe.with_name(probe.name + ".partial"), ignore_errors=True)
+    probe.unlink(missing_ok=True)
+    rename = max(("rename", "renameat", "renameat2"), key=lambda n: counts.get(n, 0))
+    points = [(rename, k) for k in range(1, counts.get(rename, 0) + 1)]
+    n_pw = counts.get("pwrite64", 0)
+    if n_pw:
+        step = max(1, n_pw // args.pwrite_samples)
+        points += [("pwrite64", k) for k in range(1, n_pw + 1, step)]
+    print(f"commit points: {counts.get(rename, 0)} {rename} calls, {n_pw} pwrite64 calls; trying {len(points)}",
+          flush=True)
     rows = []
-    for i, (syscall, k, follow) in enumerate(points, 1):
+    for i, (syscall, k) in enumerate(points, 1):
         out = work / f"sys{i}.h5"
         c = _child_cmd(data, out, 1, args.task_clips)
-        proc = subprocess.run(["strace", "-qq", *(["-f"] if follow else []), "-o", "/dev/null",
+        proc = subprocess.run(["strace", "-qq", "-f", "-o", "/dev/null",
                                "-e", f"trace={syscall}", "-e", f"inject={syscall}:signal=KILL:when={k}", *c],
                               capture_output=True, text=True)
         killed = proc.returncode != 0 and "done" not in proc.stdout
         run_to_end(_child_cmd(data, out, 1, args.task_clips))
         diff = compare(ref, out)
         ok = not diff["mismatch"] and diff["rows_lost"] == 0 and diff["duplicates"] == 0
-        mode = f"strace{' -f' if follow else ''} {syscall}"
+        mode = f"strace {syscall}"
         rows.append({"trial": i, "mode": mode, "workers": 1, "kills": int(killed), **diff, "ok": ok})
-        print(f"kill at {syscall} #{k:<4d}{' (any thread)' if follow else ' (main thread)'} {'killed' if killed else 'not reached'} -> "
+        print(f"kill at {syscall} #{k:<4d} {'killed' if killed else 'not reached'} -> "
               f"{'same store as the clean run' if ok else diff}", flush=True)
         shutil.rmtree(out.with_name(out.name + ".partial"), ignore_errors=True)
         out.unlink(missing_ok=True)
