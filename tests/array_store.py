@@ -18,8 +18,11 @@ LABELS = ["ANG", "HAP", "SAD"]
 
 def make_array_store(path: Path, *, per_class: int = 30, seed: int = 0, n_mels: int = 16,
                      max_seconds: float = 0.5, separation: float = 3.0,
-                     splits: tuple[float, float] = (0.6, 0.2)) -> Path:
-    """A complete store: descriptors and mel whose class means differ by ``separation`` std."""
+                     splits: tuple[float, float] = (0.6, 0.2), copies: int = 0) -> Path:
+    """A complete store: descriptors and mel whose class means differ by ``separation`` std.
+
+    ``copies`` > 0 gives each training clip that many augmented rows after its original (the
+    same clip_id, ``augment`` "copy1".., the features re-drawn around the same class mean)."""
     rng = np.random.default_rng(seed)
     fc = FeatureConfig(n_mels=n_mels, max_seconds=max_seconds)
     names = descriptor_names(fc)
@@ -38,6 +41,8 @@ def make_array_store(path: Path, *, per_class: int = 30, seed: int = 0, n_mels: 
         "augment": "none", "duration_s": max_seconds, "n_frames": fc.n_frames, "sentence": "",
         "intensity": "", "sex": "", "age": np.nan,
     })
+    if copies:
+        desc, mel, meta = _with_copies(desc, mel, meta, copies, rng)
     run_config = {"feature_config": fc.to_dict(), "split_config": SplitConfig().to_dict(),
                   "dataset": "synthetic", "data": str(path.parent), "manifest": None, "emotions": None,
                   "augment": [], "labels": LABELS}
@@ -45,6 +50,21 @@ def make_array_store(path: Path, *, per_class: int = 30, seed: int = 0, n_mels: 
         w.write(PartData(desc, mel, meta))
         w.finish()
     return path
+
+
+def _with_copies(desc: np.ndarray, mel: np.ndarray, meta: pd.DataFrame, copies: int,
+                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Each train clip's rows followed by ``copies`` noisy copies of it, in clip order."""
+    rows, descs, mels, metas = [], [], [], []
+    for i in range(len(meta)):
+        k = 1 + (copies if meta["split"].iat[i] == "train" else 0)
+        descs.append(desc[i] + 0.3 * rng.standard_normal((k,) + desc.shape[1:]) * (np.arange(k) > 0)[:, None])
+        mels.append(mel[i] + 0.3 * rng.standard_normal((k,) + mel.shape[1:]) * (np.arange(k) > 0)[:, None, None])
+        part = meta.iloc[[i] * k].copy()
+        part["augment"] = ["none"] + [f"copy{j}" for j in range(1, k)]
+        metas.append(part)
+    return (np.concatenate(descs).astype(np.float32), np.concatenate(mels).astype(np.float32),
+            pd.concat(metas, ignore_index=True))
 
 
 def tiny_rows(start: int, k: int) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:

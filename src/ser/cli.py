@@ -179,6 +179,23 @@ def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 
+def _fused_preset(ctx: click.Context, preset: str | None, store_path: Path, allowed: tuple[str, ...]) -> bool:
+    """Whether ``preset`` fuses member presets; such a preset takes only the ``allowed`` options."""
+    from ser.experiments.presets import check_store, get_preset
+    from ser.store import read_attrs
+
+    if preset is None or not get_preset(preset).members:
+        return False
+    typed = [p.opts[0] for p in ctx.command.params
+             if p.name not in allowed and p.name != "preset" and _given(ctx, p.name)]
+    if typed:
+        raise click.UsageError(f"--preset {preset} trains its members ({', '.join(get_preset(preset).members)}) "
+                               f"as their own presets say; leave out {', '.join(typed)}")
+    if store_path.exists():
+        check_store(preset, read_attrs(store_path)["feature_config"], str(store_path))
+    return True
+
+
 def _train_config(ctx: click.Context, *, preset: str | None, store_path: Path, model: str,
                   hparams: dict[str, Any], **fields: Any):
     """A TrainConfig from the options, starting from ``preset`` when given: options the user
@@ -219,7 +236,17 @@ def _model_options(fn: Callable) -> Callable:
         click.option("--spec-augment/--no-spec-augment", default=False,
                      help="cnn2d: time/frequency masks at train time."),
         click.option("--mixup", type=click.FloatRange(min=0), default=0.0, help="Mixup alpha (0: off)."),
+        click.option("--label-smoothing", type=click.FloatRange(0, 1, max_open=True), default=0.0),
+        click.option("--schedule", type=RegistryChoice("ser.training.loop", "SCHEDULES"), default="constant",
+                     help="Learning rate over the epochs: constant, or a cosine from --lr towards 0."),
+        click.option("--variants", type=RegistryChoice("ser.training.loop", "VARIANTS"), default="all",
+                     help="Each epoch trains on every row of a clip (original and augmented copies), or on "
+                          "one of them at random."),
+        click.option("--time-pool", type=click.IntRange(min=1), default=None,
+                     help="cnn2d: average this many mel frames together before the first block."),
         click.option("--device", type=DEVICE_CHOICE, default="auto"),
+        click.option("--select", type=RegistryChoice("ser.training.loop", "SELECT_METRICS"), default="uar",
+                     help="The validation score that picks the best epoch, early stopping and a sweep's winner."),
         click.option("--speaker-norm/--no-speaker-norm", default=False,
                      help="Standardise each speaker's features by that speaker's own clips (no labels used)."),
         click.option("--preset", type=RegistryChoice("ser.experiments.presets", "PRESETS"), default=None,
@@ -231,13 +258,15 @@ def _model_options(fn: Callable) -> Callable:
 
 
 def _hparams(ctx: click.Context, *, model: str, preset: str | None, c_value: float | None, filters: str | None,
-             kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None) -> dict[str, Any]:
+             kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None,
+             time_pool: int | None = None) -> dict[str, Any]:
     """The model hyper-parameters the user typed, checked against the model they apply to
     (the hyper-parameters each model's registry entry parses)."""
     from ser.training.models import MODELS
 
     given = {k: v for k, v in {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
-                               "batch_norm": batch_norm, "C": c_value}.items() if v is not None}
+                               "batch_norm": batch_norm, "C": c_value, "time_pool": time_pool}.items()
+             if v is not None}
     if preset is not None and not _given(ctx, "model"):
         return given  # the preset's model decides; TrainConfig rejects what does not fit it
     for key in given:
@@ -268,7 +297,7 @@ def _memory_budget(ctx: click.Context, param: click.Parameter, value: str | None
               help="Run folder [default: runs/<model>-<time>].")
 @click.option("--epochs", type=click.IntRange(min=1), default=100)
 @click.option("--patience", type=click.IntRange(min=0), default=20,
-              help="Stop after this many epochs without a better validation macro-F1 (0: never).")
+              help="Stop after this many epochs without a better validation score (--select; 0: never).")
 @click.option("--weight-decay", type=click.FloatRange(min=0), default=0.0)
 @click.option("--sweep", "sweeps", multiple=True,
               help="KEY=V1,V2 (repeatable): train the grid, e.g. optimizer=adam,sgd,rmsprop; "
@@ -288,18 +317,30 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
               kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None,
               spec_augment: bool, mixup: float, sweeps: tuple[str, ...], device: str,
               c_value: float | None, memory_budget: int | None = None, resume: bool = False,
-              speaker_norm: bool = False, preset: str | None = None) -> None:
+              speaker_norm: bool = False, preset: str | None = None, select: str = "uar",
+              label_smoothing: float = 0.0, schedule: str = "constant", variants: str = "all",
+              time_pool: int | None = None) -> None:
     """Train a model (or a grid with --sweep) from the store; writes best.pt, last.pt, history, curves."""
     import time
 
     from ser.audio.decode import refuse_audio_overwrite
 
+    if _fused_preset(ctx, preset, store_path, ("store_path", "out", "device", "seed", "memory_budget")):
+        from ser.experiments.fusion import train_fused
+
+        out = out or Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        refuse_audio_overwrite(out)
+        fused = train_fused(store_path, preset, out, device=device, seed=seed if _given(ctx, "seed") else None,
+                            memory_budget_bytes=memory_budget)
+        click.echo(f"checkpoint: {out / 'best.pt'} ({fused.model_name})")
+        return
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
-                       dropout=dropout, pooling=pooling, batch_norm=batch_norm)
+                       dropout=dropout, pooling=pooling, batch_norm=batch_norm, time_pool=time_pool)
     cfg = _train_config(ctx, preset=preset, store_path=store_path, model=model, hparams=hparams,
                         optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                         patience=patience, weight_decay=weight_decay, spec_augment=spec_augment, mixup=mixup,
-                        speaker_norm=speaker_norm)
+                        speaker_norm=speaker_norm, select=select, label_smoothing=label_smoothing,
+                        schedule=schedule, variants=variants)
     model = cfg.model
     if resume and out is None:
         raise click.UsageError("--resume needs the --out folder of the run to continue")
@@ -329,8 +370,9 @@ def _train_one(store_path: Path, cfg: Any, out: Path, *, device: str, memory_bud
         click.echo(f"epoch {result.best_epoch} kept (no validation rows; train accuracy "
                    f"{result.best_val_accuracy:.4f}) ({result.seconds:.0f} s)")
     else:
-        click.echo(f"best epoch {result.best_epoch}: val accuracy {result.best_val_accuracy:.4f}, "
-                   f"val macro-F1 {result.best_val_macro_f1:.4f} ({result.seconds:.0f} s)")
+        click.echo(f"best epoch {result.best_epoch} (by val {cfg.select}): val UAR {result.best_val_uar:.4f}, "
+                   f"accuracy {result.best_val_accuracy:.4f}, macro-F1 {result.best_val_macro_f1:.4f} "
+                   f"({result.seconds:.0f} s)")
 
 
 def _train_sweep(store_path: Path, cfg: Any, sweeps: tuple[str, ...], out: Path, *, device: str,
@@ -474,7 +516,8 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
                  epochs: int, augmented: bool, optimizer: str, lr: float, batch_size: int, seed: int,
                  c_value: float | None, filters: str | None, kernels: str | None, dropout: float | None,
                  pooling: str | None, batch_norm: bool | None, spec_augment: bool, mixup: float, device: str,
-                 speaker_norm: bool, preset: str | None) -> None:
+                 speaker_norm: bool, preset: str | None, select: str, label_smoothing: float, schedule: str,
+                 variants: str, time_pool: int | None) -> None:
     """Speaker-independent cross-validation: leave-speakers-out folds over the whole store.
 
     Featurize with --split speaker --test-size 0 --val-size 0 so every clip has its augmented
@@ -485,19 +528,69 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
     from ser.experiments.crossval import crossval
     from ser.report.runs import draw_confusion, draw_curves
 
+    if _fused_preset(ctx, preset, store_path, ("store_path", "out", "device", "seed", "folds")):
+        from ser.experiments.fusion import crossval_fused
+
+        out = out or Path("runs") / f"crossval-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        m = crossval_fused(store_path, preset, out, folds=folds, device=device,
+                           seed=seed if _given(ctx, "seed") else None, after_fold=draw_curves)
+        draw_confusion(out, m)
+        _echo_crossval(m)
+        click.echo(f"wrote {out}/<member>/ (each member's folds) and the fusion's folds.csv, metrics.json, "
+                   "predictions.csv, confusion.png")
+        return
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
-                       dropout=dropout, pooling=pooling, batch_norm=batch_norm)
+                       dropout=dropout, pooling=pooling, batch_norm=batch_norm, time_pool=time_pool)
     cfg = _train_config(ctx, preset=preset, store_path=store_path, model=model, hparams=hparams,
                         optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
-                        spec_augment=spec_augment, mixup=mixup, speaker_norm=speaker_norm)
+                        spec_augment=spec_augment, mixup=mixup, speaker_norm=speaker_norm, select=select,
+                        label_smoothing=label_smoothing, schedule=schedule, variants=variants)
     model = cfg.model
     out = out or Path("runs") / f"crossval-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
     res = crossval(store_path, cfg, out, folds=folds, device=device, augmented=augmented, after_fold=draw_curves)
     draw_confusion(out, res.metrics)
-    m = res.metrics
     click.echo(res.folds.to_string(index=False))
+    _echo_crossval(res.metrics)
+    click.echo(f"wrote {out}/folds.csv, metrics.json, predictions.csv, confusion.png")
+
+
+def _echo_crossval(m: dict[str, Any]) -> None:
     click.echo(f"\n{m['split']}: UAR {m['fold_uar_mean']:.4f} ± {m['fold_uar_std']:.4f}, accuracy "
                f"{m['fold_accuracy_mean']:.4f} ± {m['fold_accuracy_std']:.4f}, macro-F1 {m['fold_f1_macro_mean']:.4f} "
                f"± {m['fold_f1_macro_std']:.4f} (mean ± std over folds); pooled over all held-out clips: UAR "
                f"{m['uar']:.4f}, accuracy {m['accuracy']:.4f}, macro-F1 {m['f1_macro']:.4f}")
-    click.echo(f"wrote {out}/folds.csv, metrics.json, predictions.csv, confusion.png")
+
+
+@main.command("fuse", context_settings={"show_default": True})
+@click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
+@click.option("--weights", default=None, help="One weight per source, e.g. 0.5,0.5 [default: equal].")
+@click.option("--out", type=click.Path(path_type=Path), required=True,
+              help="Crossval folders in: a folder of fused cross-validated metrics. Checkpoints in: fused.pt.")
+@_friendly_errors
+def fuse_cmd(sources: tuple[Path, ...], weights: str | None, out: Path) -> None:
+    """Average the class probabilities of several models (late fusion).
+
+    Given crossval folders (the same store, --folds and --seed), scores the fusion on their
+    held-out clips; given checkpoints (trained on the same store), writes one fused model that
+    evaluate and predict take like a checkpoint.
+    """
+    w = _float_list(weights, "--weights") if weights else None
+    if all(p.is_dir() for p in sources):
+        from ser.experiments.fusion import fuse_crossvals
+
+        _echo_crossval(fuse_crossvals(sources, out, w))
+        click.echo(f"wrote {out}/folds.csv, metrics.json, predictions.csv")
+    elif not any(p.is_dir() for p in sources):
+        from ser.training.fusion import save_fusion
+
+        fused = save_fusion(out, sources, w)
+        click.echo(f"wrote {out}: {fused.model_name}, weights {', '.join(f'{v:.3g}' for v in fused.weights)}")
+    else:
+        raise click.UsageError("give crossval folders or checkpoints, not both")
+
+
+def _float_list(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma-separated list of numbers", param_hint=option) from None

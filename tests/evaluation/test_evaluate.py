@@ -108,3 +108,26 @@ def test_predict_uses_the_same_features_as_featurize(cremad_corpus: Path, small_
         p_store = torch.softmax(ckpt.model(torch.from_numpy(st.read("descriptors", [row.name]))), 1)[0].numpy()
     res = predict_files(tmp_path / "best.pt", [cremad_corpus / row["path"]])[0]
     np.testing.assert_allclose([res["probabilities"][l] for l in ckpt.labels], p_store, rtol=1e-4, atol=1e-5)
+
+
+def test_predict_with_a_fusion_feeds_each_member_its_own_family(cremad_corpus: Path, small_store: Path,
+                                                                 tmp_path: Path) -> None:
+    from ser.evaluation.predict import predict_files
+    from ser.training.fusion import save_fusion
+
+    train(small_store, TrainConfig(model="logreg"), tmp_path / "lr", device="cpu", **QUIET)
+    train(small_store, TrainConfig(model="cnn2d", epochs=1, batch_size=16, patience=0,
+                                   hparams={"filters": "4,8", "kernels": "3x3,3x3"}), tmp_path / "cnn",
+          device="cpu", **QUIET)
+    meta = Store(small_store).meta()
+    files = [cremad_corpus / p for p in meta.loc[(meta["augment"] == "none") & (meta["split"] == "test"), "path"][:3]]
+    members = [tmp_path / "lr" / "best.pt", tmp_path / "cnn" / "best.pt"]
+    save_fusion(tmp_path / "fused.pt", members, [0.6, 0.4])
+    fused = predict_files(tmp_path / "fused.pt", files + [tmp_path / "missing.wav"])
+    alone = [predict_files(m, files) for m in members]
+    assert "error" in fused[-1] and len(fused) == 4
+    for i, r in enumerate(fused[:3]):
+        for lab, p in r["probabilities"].items():
+            assert p == pytest.approx(0.6 * alone[0][i]["probabilities"][lab] + 0.4 * alone[1][i]["probabilities"][lab],
+                                      rel=1e-5)
+        assert r["emotion"] == max(r["probabilities"], key=r["probabilities"].get)

@@ -33,6 +33,8 @@ def test_sweep_table_has_one_row_per_grid_point(array_store: Path, tmp_path: Pat
     assert len(table) == 6 == len(results)
     assert set(zip(table["optimizer"], table["lr"])) == {(o, l) for o in ("adam", "sgd", "rmsprop") for l in ("0.01", "0.001")}
     assert (tmp_path / "results.md").read_text().count("\n") == 2 + 6
+    scores = list(zip(table["val_uar"].astype(float), table["val_accuracy"].astype(float)))
+    assert scores == sorted(scores, reverse=True)  # ranked by validation UAR, the default --select
     best = load_checkpoint(tmp_path / "best.pt")
     winner = table.iloc[0]
     assert best.train_config["optimizer"] == winner["optimizer"]

@@ -49,11 +49,13 @@ def test_a_run_without_history_is_named(tmp_path: Path) -> None:
 def test_confusion_titles_for_evaluation_and_crossval(tmp_path: Path) -> None:
     m = compute_metrics(np.array([0, 1, 1, 2]), np.array([0, 1, 2, 2]), ["ANG", "HAP", "SAD"])
     m.update(model="cnn1d", store="/data/feats.h5", split="test")
-    assert runs.confusion_title(m) == "cnn1d on feats.h5 [test]: accuracy 0.750, macro-F1 0.778"
+    assert runs.confusion_title(m) == "cnn1d on feats.h5 [test]: UAR 0.833, accuracy 0.750, macro-F1 0.778"
     (tmp_path / "metrics.json").write_text(json.dumps(m))
     assert runs.draw_confusion(tmp_path).stat().st_size > 0  # read from metrics.json
-    cv = dict(m, split="3-fold leave-speakers-out", fold_accuracy_mean=0.5, fold_accuracy_std=0.125)
-    assert runs.confusion_title(cv) == "cnn1d, 3-fold leave-speakers-out: accuracy 0.500 ± 0.125"
+    cv = dict(m, split="3-fold leave-speakers-out", fold_accuracy_mean=0.5, fold_accuracy_std=0.125,
+              fold_uar_mean=0.625, fold_uar_std=0.25)
+    assert runs.confusion_title(cv) == ("cnn1d, 3-fold leave-speakers-out: UAR 0.625 ± 0.250, "
+                                        "accuracy 0.500 ± 0.125")
     (tmp_path / "cv").mkdir()
     assert runs.draw_confusion(tmp_path / "cv", cv) == tmp_path / "cv" / "confusion.png"
     assert (tmp_path / "cv" / "confusion.png").stat().st_size > 0

@@ -191,11 +191,11 @@ def test_a_streamed_store_trains_and_every_epoch_sees_every_row_once(store_path:
     splits: list[SplitData] = []
     real_batches = SplitData.batches
 
-    def spy(self, batch_size, *, shuffle, generator=None):
+    def spy(self, batch_size, *, shuffle, generator=None, keep=None):
         if shuffle:  # the training pass (statistics and validation are unshuffled)
             epochs.append([])
             splits.append(self)
-        for x, y in real_batches(self, batch_size, shuffle=shuffle, generator=generator):
+        for x, y in real_batches(self, batch_size, shuffle=shuffle, generator=generator, keep=keep):
             if shuffle:
                 epochs[-1].append(x)
             yield x, y
@@ -251,3 +251,31 @@ def test_cli_memory_budget(store_path: Path, tmp_path: Path) -> None:
     assert "streamed" in r.output and "budget 60 kB" in r.output
     r = runner.invoke(main, args + ["--out", str(tmp_path / "c"), "--memory-budget", "plenty"])
     assert r.exit_code == 2 and "memory size" in r.output
+
+
+def test_one_row_per_clip_keeps_exactly_one_variant_of_each_clip_drawn_by_the_seed() -> None:
+    from ser.training.data import one_row_per_clip
+
+    clips = np.array(["b", "a", "b", "c", "a", "b", "c", "d"])
+    draws = []
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        keep = one_row_per_clip(clips, gen)
+        assert sorted(clips[keep]) == ["a", "b", "c", "d"]
+        draws.append(tuple(np.flatnonzero(keep)))
+    assert len(set(draws)) > 5  # a new choice each epoch, every variant of "b" chosen some time
+    assert {i for d in draws for i in d} == set(range(len(clips)))
+    again = torch.Generator().manual_seed(0)
+    assert [tuple(np.flatnonzero(one_row_per_clip(clips, again))) for _ in range(20)] == draws
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_batches_with_a_keep_mask_yield_exactly_the_kept_rows(store_path: Path, streamed: bool) -> None:
+    store = Store(store_path)
+    data = _streamed(store, "mel", 16) if streamed else load_split(store, "train", "mel", CPU)
+    keep = np.random.default_rng(1).random(len(data)) < 0.4
+    xs = [x for x, _ in data.batches(7, shuffle=True, generator=torch.Generator().manual_seed(2), keep=keep)]
+    seen = _row_ids(store, "mel", torch.cat(xs))
+    assert sorted(seen) == sorted(data.rows[keep].tolist())
+    with pytest.raises(SerError, match="keep must mark each"):
+        next(data.batches(7, shuffle=False, keep=keep[:-1]))

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from array_store import LABELS, make_array_store
 from ser.cli import main
-from ser.errors import CheckpointError
+from ser.errors import CheckpointError, SerError
 from ser.evaluation.evaluator import evaluate
 from ser.store import Store
 from ser.training.checkpoint import check_compatible, load_checkpoint
@@ -45,6 +45,28 @@ def test_training_beats_chance_on_separable_classes(array_store: Path, tmp_path:
         assert (tmp_path / name).stat().st_size > 0
     hist = pd.read_csv(tmp_path / "history.csv")
     assert list(hist["epoch"]) == list(range(1, 9))
+
+
+@pytest.mark.parametrize("select, columns", [("uar", ("val_uar", "val_accuracy")),
+                                            ("macro-f1", ("val_macro_f1", "val_accuracy")),
+                                            ("accuracy", ("val_accuracy", "val_uar"))])
+def test_the_best_epoch_is_the_one_the_selected_score_ranks_first(array_store: Path, tmp_path: Path, select: str,
+                                                                  columns: tuple[str, str]) -> None:
+    cfg = TrainConfig(model="cnn1d", epochs=5, batch_size=16, lr=3e-3, patience=0, seed=2, select=select)
+    res = train(array_store, cfg, tmp_path, device="cpu", **QUIET)
+    hist = pd.read_csv(tmp_path / "history.csv")
+    first, second = columns
+    ranked = sorted(hist.itertuples(), key=lambda r: (-getattr(r, first), -getattr(r, second), r.epoch))
+    assert res.best_epoch == ranked[0].epoch
+    best = hist.set_index("epoch").loc[res.best_epoch]
+    assert (res.best_val_uar, res.best_val_accuracy, res.best_val_macro_f1) == \
+        (best["val_uar"], best["val_accuracy"], best["val_macro_f1"])
+    assert load_checkpoint(tmp_path / "best.pt").epoch == res.best_epoch
+
+
+def test_an_unknown_selection_score_is_refused() -> None:
+    with pytest.raises(SerError, match="select must be one of uar, macro-f1, accuracy"):
+        TrainConfig(select="f1")
 
 
 def test_checkpoint_round_trip_predicts_identically(array_store: Path, tmp_path: Path) -> None:
@@ -220,3 +242,71 @@ def test_cli_choices_come_from_the_registries() -> None:
                           check=True).stdout.strip() == "False"
     r = CliRunner().invoke(main, ["train", "--model", "cnn9d"])
     assert r.exit_code == 2 and "cnn9d" in r.output
+
+
+def test_the_cosine_schedule_falls_from_lr_towards_zero() -> None:
+    from ser.training.loop import epoch_lr
+
+    cfg = TrainConfig(lr=0.01, epochs=10, schedule="cosine")
+    lrs = [epoch_lr(cfg, e) for e in range(1, 11)]
+    assert lrs[0] == 0.01 and all(a > b for a, b in zip(lrs, lrs[1:])) and 0 < lrs[-1] < 0.0003
+    assert epoch_lr(replace(cfg, schedule="constant"), 7) == 0.01
+    with pytest.raises(SerError, match="schedule must be one of constant, cosine"):
+        TrainConfig(schedule="step")
+
+
+def test_the_cnn_preset_trains_on_one_variant_a_clip_with_smoothed_targets(tmp_path: Path, monkeypatch) -> None:
+    """The preset's settings all in one run: every epoch sees each training clip once, not its copies."""
+    array_store = make_array_store(tmp_path / "copies.h5", per_class=30, seed=0, copies=3)
+    import ser.training.data as data_mod
+    from ser.experiments.presets import get_preset
+
+    seen: list[int] = []
+    real = data_mod.SplitData.batches
+
+    def counting(self, batch_size, **kw):
+        for x, y in real(self, batch_size, **kw):
+            if kw.get("shuffle"):
+                seen.append(x.shape[0])
+            yield x, y
+
+    monkeypatch.setattr(data_mod.SplitData, "batches", counting)
+    preset = get_preset("cnn").train
+    hp = {**preset["hparams"], "filters": [8, 16], "kernels": [[3, 3]] * 2, "time_pool": 2}
+    cfg = TrainConfig(**{**preset, "hparams": hp, "epochs": 6, "batch_size": 16})
+    assert cfg.variants == "one" and cfg.label_smoothing > 0 and cfg.schedule == "cosine"
+    res = train(array_store, cfg, tmp_path / "run", device="cpu", **QUIET)
+    train_meta = Store(array_store).meta().query("split == 'train'")
+    n_train_clips = train_meta["clip_id"].nunique()
+    assert len(train_meta) == 4 * n_train_clips
+    assert sum(seen) == 6 * n_train_clips
+    ev = evaluate(tmp_path / "run" / "best.pt", split="test", device="cpu", **QUIET)
+    assert ev.metrics["uar"] > 0.6, ev.metrics  # chance is 1/3
+    assert res.epochs_run == 6
+
+
+@pytest.mark.parametrize("model", ["logreg", "cnn1d"])
+def test_variants_original_trains_on_the_original_rows_only(tmp_path: Path, model: str, monkeypatch) -> None:
+    import ser.training.data as data_mod
+
+    seen: list[int] = []
+    real = data_mod.SplitData.batches
+
+    def counting(self, batch_size, **kw):
+        for x, y in real(self, batch_size, **kw):
+            if kw.get("shuffle"):
+                seen.append(x.shape[0])
+            yield x, y
+
+    monkeypatch.setattr(data_mod.SplitData, "batches", counting)
+    store = make_array_store(tmp_path / "copies.h5", per_class=12, seed=0, copies=2)
+    logs: list[str] = []
+    train(store, TrainConfig(model=model, variants="original", epochs=1, batch_size=8, patience=0),
+          tmp_path / "run", device="cpu", log=logs.append)
+    meta = Store(store).meta().query("split == 'train'")
+    n_orig = int((meta["augment"] == "none").sum())
+    assert len(meta) == 3 * n_orig
+    if model == "logreg":  # one fit, on the originals
+        assert any(f"on {n_orig} train rows" in m for m in logs), logs
+    else:  # each epoch's shuffled pass
+        assert sum(seen) == n_orig

@@ -14,9 +14,10 @@ import torch
 
 from ser.errors import SerError
 from ser.evaluation.metrics import compute_metrics
-from ser.training.checkpoint import Checkpoint, check_compatible, load_checkpoint
+from ser.training.checkpoint import Checkpoint, check_compatible
 from ser.training.data import load_split
 from ser.training.device import pick_device
+from ser.training.fusion import Fusion, load_model
 from ser.store import Store
 
 
@@ -32,12 +33,13 @@ class Evaluation:
         return np.asarray(self.metrics["confusion"])
 
 
-def _store_for(ckpt: Checkpoint, store_path: str | Path | None) -> Store:
+def _store_for(ckpt: Checkpoint | Fusion, store_path: str | Path | None) -> Store:
     path = Path(store_path) if store_path else Path(ckpt.store_path)
     if not path.exists():
         raise SerError(f"store {path} not found; pass --store (the checkpoint was trained on {ckpt.store_path})")
     store = Store(path)
-    check_compatible(ckpt, store)
+    for member in ckpt.members if isinstance(ckpt, Fusion) else [ckpt]:
+        check_compatible(member, store)
     return store
 
 
@@ -51,9 +53,14 @@ def evaluate(checkpoint: str | Path, *, store: str | Path | None = None, split: 
     ``metrics.json`` and ``predictions.csv`` there (the confusion figure is drawn by
     :func:`ser.report.runs.draw_confusion`).
     """
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = load_model(checkpoint)
     st = _store_for(ckpt, store)
-    probs, rows = _probabilities(ckpt, st, split, device=pick_device(device), batch_size=batch_size)
+    dev = pick_device(device)
+    if isinstance(ckpt, Fusion):
+        parts = [_probabilities(m, st, split, device=dev, batch_size=batch_size) for m in ckpt.members]
+        probs, rows = ckpt.combine([p for p, _ in parts]), parts[0][1]
+    else:
+        probs, rows = _probabilities(ckpt, st, split, device=dev, batch_size=batch_size)
     meta = st.meta().loc[rows]
     known = meta["emotion"].isin(ckpt.labels).to_numpy()
     excluded = int((~known).sum())

@@ -124,6 +124,9 @@ def _fold(f: _Folds, k: int, test_speakers: list[str], n_folds: int, *, log: Cal
     part = meta.loc[np.sort(test_rows), ["clip_id", "speaker", "emotion"]].copy()
     part["predicted"] = [labels[i] for i in pred]
     part["fold"] = k
+    probs = torch.softmax(logits.float(), dim=1).numpy()
+    for i, lab in enumerate(labels):  # what `ser fuse` averages across runs over the same folds
+        part[f"p_{lab}"] = probs[:, i]
     return ({"fold": k, "speakers": " ".join(test_speakers), "n": m["n"],
              "accuracy": round(m["accuracy"], 4), "uar": round(m["uar"], 4), "f1_macro": round(m["f1_macro"], 4)},
             part)

@@ -2,7 +2,8 @@
 
 Each grid point trains into its own folder; with a test split each run is also evaluated on
 it (reported beside the run, never used to pick). ``results.csv`` / ``results.md`` rank the
-runs by validation macro-F1, and the winner's ``best.pt`` is copied to the sweep folder.
+runs by the validation score that ``TrainConfig.select`` names (UAR by default), and the
+winner's ``best.pt`` is copied to the sweep folder.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from ser.errors import SerError
 from ser.evaluation.evaluator import evaluate
 from ser.training.ddp import launched_by_torchrun
 from ser.training.device import pick_device
-from ser.training.loop import TrainConfig, TrainData, fit, open_train_data
+from ser.training.loop import SELECT_METRICS, TrainConfig, TrainData, fit, open_train_data
 
 #: Called after each run with its folder and its test evaluation's folder (None without a test split).
 AfterRun = Callable[[Path, "Path | None"], None]
@@ -118,11 +119,13 @@ def sweep(base: TrainConfig, grid: dict[str, list[str]], data: TrainData, out_di
         log(f"[{i}/{len(points)}] {name}")
         results.append(_run_point(apply_overrides(base, overrides), overrides, data, out_dir / name,
                                   device=device, log=log, resume=resume, after_run=after_run))
-    results.sort(key=lambda r: (-r["val_macro_f1"], -r["val_accuracy"]))
+    first, second = (f"val_{k}" for k in SELECT_METRICS[base.select])
+    results.sort(key=lambda r: (-r[first], -r[second]))
     write_results(out_dir, results)
     winner = results[0]
     shutil.copyfile(out_dir / winner["run"] / "best.pt", out_dir / "best.pt")
-    log(f"best: {winner['run']} (val macro-F1 {winner['val_macro_f1']}, accuracy {winner['val_accuracy']})")
+    log(f"best by val {base.select}: {winner['run']} (val UAR {winner['val_uar']}, macro-F1 "
+        f"{winner['val_macro_f1']}, accuracy {winner['val_accuracy']})")
     return results
 
 
@@ -132,8 +135,8 @@ def _run_point(cfg: TrainConfig, overrides: dict[str, str], data: TrainData, run
     """Train one grid point and score it on the test split when the store has one."""
     res = fit(cfg, data, run_dir, device=device, log=log, resume=resume)
     row = {**overrides, "run": run_dir.name, "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
-           "val_accuracy": round(res.best_val_accuracy, 4), "val_macro_f1": round(res.best_val_macro_f1, 4),
-           "seconds": round(res.seconds, 1)}
+           "val_accuracy": round(res.best_val_accuracy, 4), "val_uar": round(res.best_val_uar, 4),
+           "val_macro_f1": round(res.best_val_macro_f1, 4), "seconds": round(res.seconds, 1)}
     test_dir = None
     if len(data.store.rows("test")) > 0:  # reported beside each run; the winner is still picked on validation
         ev = evaluate(res.out_dir / "best.pt", store=data.store.path, split="test",

@@ -12,7 +12,7 @@ from typing import Any
 from ser.errors import SerError
 
 STATS = ("mean", "std")
-EXTRAS = ("prosody", "dynamics")  # optional clip-level functionals (see prosody.py)
+EXTRAS = ("prosody", "dynamics", "compare")  # optional clip-level functionals (prosody.py, compare.py)
 
 
 @dataclass(frozen=True)
@@ -30,7 +30,8 @@ class FeatureConfig:
     n_chroma: int = 12
     n_contrast_bands: int = 6
     stats: tuple[str, ...] = ("mean",)
-    extras: tuple[str, ...] = ()  # "prosody" (pitch, loudness), "dynamics" (MFCC deltas, flux)
+    extras: tuple[str, ...] = ()  # "prosody" (pitch, loudness), "dynamics" (MFCC deltas, flux),
+                                  # "compare" (openSMILE's ComParE-2016 functionals)
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0 or self.n_fft <= 0 or self.hop_length <= 0:
@@ -101,6 +102,10 @@ def descriptor_names(cfg: FeatureConfig) -> list[str]:
         names += prosody_names()
     if "dynamics" in cfg.extras:
         names += dynamics_names()
+    if "compare" in cfg.extras:
+        from ser.features.compare import compare_names
+
+        names += compare_names()
     return names
 
 

@@ -435,6 +435,11 @@ def _descriptors(batch: _Batch, per_frame: np.ndarray, shifts: Sequence[int | No
             lo, hi = bounds[k], bounds[k + 1]
             d = dynamics(per_frame[mfcc:mfcc + cfg.n_mfcc, lo:hi], per_frame[mel:mel + cfg.n_desc_mels, lo:hi])
             out[k, col:col + d.shape[0]] = d
+    if "compare" in cfg.extras:  # the last group
+        from ser.features.compare import compare
+
+        c = compare(batch.waves, cfg.sample_rate)
+        out[:, out.shape[1] - c.shape[1]:] = c
     return out
 
 

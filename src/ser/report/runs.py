@@ -31,10 +31,11 @@ def draw_curves(run_dir: str | Path) -> Path:
 def confusion_title(metrics: dict[str, Any]) -> str:
     """The figure's title: the model, where it was scored and its headline scores."""
     if "fold_accuracy_mean" in metrics:  # cross-validation: the folds' mean and spread
-        return (f"{metrics['model']}, {metrics['split']}: accuracy "
-                f"{metrics['fold_accuracy_mean']:.3f} ± {metrics['fold_accuracy_std']:.3f}")
+        return (f"{metrics['model']}, {metrics['split']}: UAR {metrics['fold_uar_mean']:.3f} ± "
+                f"{metrics['fold_uar_std']:.3f}, accuracy {metrics['fold_accuracy_mean']:.3f} ± "
+                f"{metrics['fold_accuracy_std']:.3f}")
     return (f"{metrics['model']} on {Path(metrics['store']).name} [{metrics['split']}]: "
-            f"accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['f1_macro']:.3f}")
+            f"UAR {metrics['uar']:.3f}, accuracy {metrics['accuracy']:.3f}, macro-F1 {metrics['f1_macro']:.3f}")
 
 
 def draw_confusion(out_dir: str | Path, metrics: dict[str, Any] | None = None) -> Path:

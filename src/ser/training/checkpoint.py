@@ -109,6 +109,15 @@ def save_checkpoint(path: str | Path, *, model: SerNet, model_name: str, hparams
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Load safely (``weights_only=True``) and rebuild the model; clear errors for bad files."""
     path = Path(path)
+    raw = read_payload(path)
+    if raw.get("fusion"):
+        raise CheckpointError(f"{path} is a fusion of {len(raw['members'])} checkpoints, not one model; "
+                              "load it with ser.training.fusion.load_model")
+    return checkpoint_from_payload(raw, path)
+
+
+def read_payload(path: Path) -> dict[str, Any]:
+    """A checkpoint file's dict, loaded with ``weights_only=True`` and checked against its SHA-256."""
     if not path.exists():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:
@@ -127,6 +136,11 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if damaged:
         raise CheckpointError(f"{path}: the checkpoint is damaged (its content does not match its SHA-256); "
                               "use another copy or train again")
+    return raw
+
+
+def checkpoint_from_payload(raw: dict[str, Any], path: Path) -> Checkpoint:
+    """The :class:`Checkpoint` a verified payload describes, its model rebuilt in eval mode."""
     try:
         hparams = json.loads(raw["hparams"])
         input_shape = tuple(int(v) for v in raw["input_shape"])

@@ -205,20 +205,24 @@ class SplitData:
     def __len__(self) -> int:
         return int(self.rows.shape[0])
 
-    def batches(self, batch_size: int, *, shuffle: bool,
-                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """``(x (b, ...), y (b,))`` batches on the device, every row once; shuffled rows
-        (resident) or shuffled chunk order and rows within a chunk (streamed)."""
+    def batches(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+                keep: np.ndarray | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(x (b, ...), y (b,))`` batches on the device, every row once (or every row that the
+        boolean mask ``keep`` marks, by position in this split); shuffled rows (resident) or
+        shuffled chunk order and rows within a chunk (streamed)."""
         if batch_size <= 0:
             raise SerError(f"batch size must be positive, got {batch_size}")
-        n = len(self)
+        if keep is not None and keep.shape != (len(self),):
+            raise SerError(f"keep must mark each of the split's {len(self)} rows, got shape {keep.shape}")
         if self.x is not None:
-            order = (torch.randperm(n, generator=generator) if shuffle else torch.arange(n)).to(self.device)
-            for i in range(0, n, batch_size):
+            positions = torch.from_numpy(np.flatnonzero(keep)) if keep is not None else torch.arange(len(self))
+            order = positions[torch.randperm(len(positions), generator=generator)] if shuffle else positions
+            order = order.to(self.device)
+            for i in range(0, len(order), batch_size):
                 idx = order[i:i + batch_size]
                 yield self.x[idx], self.labels[idx]
             return
-        yield from self._streamed(batch_size, shuffle=shuffle, generator=generator)
+        yield from self._streamed(batch_size, shuffle=shuffle, generator=generator, keep=keep)
 
     # -- streaming ---------------------------------------------------------------------------
     def _read_chunk(self, lo: int, hi: int) -> torch.Tensor:
@@ -291,8 +295,8 @@ class SplitData:
                     break
             producer.wait(through_interrupts=True)  # no read may run on after the store is closed
 
-    def _streamed(self, batch_size: int, *, shuffle: bool,
-                  generator: torch.Generator | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def _streamed(self, batch_size: int, *, shuffle: bool, generator: torch.Generator | None,
+                  keep: np.ndarray | None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = len(self)
         starts = list(range(0, n, self.chunk_rows))
         if shuffle:
@@ -302,8 +306,9 @@ class SplitData:
         for lo, hi, x in self._chunks(bounds):
             y = self.labels[lo:hi]
             idx = None
-            k = hi - lo
-            order = (torch.randperm(k, generator=generator) if shuffle else torch.arange(k)).to(self.device)
+            positions = torch.from_numpy(np.flatnonzero(keep[lo:hi])) if keep is not None else torch.arange(hi - lo)
+            k = len(positions)
+            order = (positions[torch.randperm(k, generator=generator)] if shuffle else positions).to(self.device)
             i = 0
             if carry is not None:
                 need = batch_size - carry[1].shape[0]
@@ -323,6 +328,21 @@ class SplitData:
             del x, y, order, idx
         if carry is not None:
             yield carry
+
+
+def one_row_per_clip(clips: np.ndarray, generator: torch.Generator) -> np.ndarray:
+    """A boolean mask choosing, for each clip, one of its rows (variants) at random.
+
+    ``clips`` holds each row's clip (any labels); the choice is drawn from ``generator``, so an
+    epoch's choice depends on the seed and the epochs before it only.
+    """
+    codes = np.unique(np.asarray(clips), return_inverse=True)[1].ravel()
+    score = torch.rand(len(codes), generator=generator).numpy()
+    # per clip, the row with the lowest random score: sort by (clip, score), take each clip's first
+    order = np.lexsort((score, codes))
+    keep = np.zeros(len(codes), dtype=bool)
+    keep[order[np.r_[True, np.diff(codes[order]) != 0]]] = True
+    return keep
 
 
 def _chunk_rows_for(budget_bytes: int, row_bytes: int, prefetch: int) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from torch import nn
 from ser.errors import SerError
 from ser.store import Store
 from ser.training.checkpoint import save_checkpoint
-from ser.training.data import (SplitData, default_memory_budget, fit_statistics, load_rows, load_split,
+from ser.training.data import (SplitData, default_memory_budget, fit_statistics, load_rows, load_split, one_row_per_clip,
                                reduced_statistics, split_footprint)
 from ser.training.ddp import (DistContext, all_reduce_sum, all_reduce_sum_on, broadcast_flag, cleanup,
                               init_distributed, launched_by_torchrun, local_world_size, shard_rows, unpadded_shard)
@@ -31,6 +32,12 @@ from ser.training.device import pick_device
 from ser.training.models import SerNet, build_model, get_spec, resolve_hparams
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
+# what picks the best epoch (early stopping, best.pt) and a sweep's winner: the first, then the
+# second breaks ties. UAR by default: what SER papers report first, and blind to class sizes.
+SCHEDULES = ("constant", "cosine")
+VARIANTS = ("all", "one", "original")
+SELECT_METRICS = {"uar": ("uar", "accuracy"), "macro-f1": ("macro_f1", "accuracy"),
+                  "accuracy": ("accuracy", "uar")}
 
 
 @dataclass(frozen=True)
@@ -43,24 +50,43 @@ class TrainConfig:
     epochs: int = 100
     batch_size: int = 64
     seed: int = 42
-    patience: int = 20            # epochs without a better val macro-F1 before stopping; 0: never
+    patience: int = 20            # epochs without a better validation score before stopping; 0: never
+    select: str = "uar"           # the validation score that picks the best epoch: SELECT_METRICS
     weight_decay: float = 0.0
     momentum: float = 0.9         # SGD only
     spec_augment: bool = False    # time/frequency masks on mel batches, at train time
     mixup: float = 0.0            # mixup Beta(alpha, alpha); 0 disables
     speaker_norm: bool = False    # standardise each speaker by their own clips' statistics (speakers.py)
+    label_smoothing: float = 0.0  # the targets' weight spread evenly over the classes
+    schedule: str = "constant"    # the learning rate over epochs: SCHEDULES
+    variants: str = "all"         # each epoch trains on every row, one random row (variant) per clip, or originals
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         get_spec(self.model)
         if self.optimizer not in OPTIMIZERS:
             raise SerError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        for name, value, known in (("schedule", self.schedule, SCHEDULES), ("variants", self.variants, VARIANTS)):
+            if value not in known:
+                raise SerError(f"{name} must be one of {', '.join(known)}, got {value!r}")
+        if not 0 <= self.label_smoothing < 1:
+            raise SerError(f"label smoothing must be in [0, 1), got {self.label_smoothing}")
+        if self.select not in SELECT_METRICS:
+            raise SerError(f"select must be one of {', '.join(SELECT_METRICS)}, got {self.select!r}")
         if self.lr <= 0 or self.epochs <= 0 or self.batch_size <= 0:
             raise SerError("lr, epochs and batch size must be positive")
         object.__setattr__(self, "hparams", resolve_hparams(self.model, self.hparams))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def epoch_lr(cfg: TrainConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (from 1): ``lr`` throughout, or a cosine from ``lr`` towards 0
+    over ``epochs`` (a function of the epoch alone, so a resumed run needs no scheduler state)."""
+    if cfg.schedule == "constant":
+        return cfg.lr
+    return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * (epoch - 1) / cfg.epochs))
 
 
 def make_optimizer(cfg: TrainConfig, params: Any) -> torch.optim.Optimizer:
@@ -121,6 +147,12 @@ def evaluate_split(model: nn.Module, data: SplitData, *, amp: bool = False) -> E
                       macro_f1=float(f1_score(true, pred.numpy(), average="macro", zero_division=0)),
                       uar=float(recall_score(true, pred.numpy(), labels=np.unique(true), average="macro",
                                              zero_division=0)))
+
+
+def selection_score(stats: EpochStats, select: str) -> tuple[float, float]:
+    """``(score, tie-breaker)`` of one evaluation under ``select`` (a key of SELECT_METRICS)."""
+    first, second = SELECT_METRICS[select]
+    return getattr(stats, first), getattr(stats, second)
 
 
 @dataclass
@@ -197,6 +229,7 @@ class FitResult:
     best_epoch: int
     best_val_accuracy: float
     best_val_macro_f1: float
+    best_val_uar: float
     epochs_run: int
     seconds: float
     history: list[dict[str, Any]]
@@ -215,6 +248,7 @@ class _Run:
     net: nn.Module              # what the training steps call: the DDP wrapper when data-parallel
     opt: torch.optim.Optimizer
     gen: torch.Generator        # shuffling, SpecAugment masks and mixup pairs: this rank's stream
+    clips: np.ndarray | None    # each training row's clip, when an epoch takes one variant per clip
     ckpt_args: dict[str, Any]   # what every checkpoint of the run records besides weights and history
     log: Callable[[str], None]
 
@@ -228,7 +262,7 @@ class _Progress:
     """What changes epoch by epoch; ``last.pt`` carries it so a run can resume."""
 
     history: list[dict[str, Any]] = field(default_factory=list)
-    best: tuple[float, float, int] = (-1.0, -1.0, 0)  # (val macro-F1, val accuracy, epoch)
+    best: tuple[float, float, int] = (-1.0, -1.0, 0)  # (selection_score's two, epoch)
     stale: int = 0  # epochs since ``best`` improved
     first: int = 1  # the first epoch still to run
     saved: int = 0  # the epoch last.pt holds (0: none)
@@ -295,8 +329,14 @@ def _build_run(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: torc
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    clips = None
+    if cfg.variants != "all":
+        meta = data.store.meta()
+        clips = meta["clip_id"].astype(str).to_numpy()[data.train.rows]
+        if cfg.variants == "original":  # a clip of its own for each original row, none for the copies
+            clips = np.where(meta["augment"].to_numpy()[data.train.rows] == "none", clips, None)
     return _Run(cfg=cfg, data=data, out_dir=out_dir, device=device, ctx=ctx, model=model, net=net,
-                opt=make_optimizer(cfg, net.parameters()), gen=gen, ckpt_args=ckpt_args, log=log)
+                opt=make_optimizer(cfg, net.parameters()), gen=gen, clips=clips, ckpt_args=ckpt_args, log=log)
 
 
 def _restore(run: _Run) -> _Progress:
@@ -354,14 +394,22 @@ def _train_epochs(run: _Run, progress: _Progress) -> FitResult:
         if run.device.type == "cpu":
             torch.use_deterministic_algorithms(deterministic)
     if not run.ctx.is_main:
-        return FitResult(out_dir=run.out_dir, best_epoch=0, best_val_accuracy=float("nan"),
-                         best_val_macro_f1=float("nan"), epochs_run=0,
-                         seconds=time.perf_counter() - t_start, history=[])
+        return _fit_result(run.out_dir, 0, [], time.perf_counter() - t_start)
     write_history(run.out_dir, progress.history)
-    best = progress.best
-    return FitResult(out_dir=run.out_dir, best_epoch=int(best[2]), best_val_accuracy=float(best[1]),
-                     best_val_macro_f1=float(best[0]), epochs_run=len(progress.history),
-                     seconds=time.perf_counter() - t_start, history=progress.history)
+    return _fit_result(run.out_dir, int(progress.best[2]), progress.history, time.perf_counter() - t_start)
+
+
+def _fit_result(out_dir: Path, best_epoch: int, history: list[dict[str, Any]], seconds: float) -> FitResult:
+    """The best epoch's validation scores (its training accuracy without validation rows)."""
+    row = next((r for r in history if r["epoch"] == best_epoch), None)
+    if row is None:
+        nan = float("nan")
+        return FitResult(out_dir, best_epoch, nan, nan, nan, len(history), seconds, history)
+    val = not np.isnan(row["val_accuracy"])
+    pick = (lambda k: row[f"val_{k}"]) if val else (lambda k: row["train_accuracy"])
+    return FitResult(out_dir=out_dir, best_epoch=best_epoch, best_val_accuracy=float(pick("accuracy")),
+                     best_val_macro_f1=float(pick("macro_f1")), best_val_uar=float(pick("uar")),
+                     epochs_run=len(history), seconds=seconds, history=history)
 
 
 def _epoch(run: _Run, progress: _Progress, epoch: int) -> bool:
@@ -373,7 +421,8 @@ def _epoch(run: _Run, progress: _Progress, epoch: int) -> bool:
     val = evaluate_split(run.model, run.data.val, amp=run.amp) if run.data.val else None
     row = _history_row(epoch, train_loss, train_acc, val, seconds=time.perf_counter() - t0)
     progress.history.append(row)
-    improved = _checkpoint(run, progress, epoch, (val.macro_f1, val.accuracy) if val else (train_acc, train_acc))
+    improved = _checkpoint(run, progress, epoch,
+                           selection_score(val, run.cfg.select) if val else (train_acc, train_acc))
     run.log(f"epoch {epoch:3d}/{run.cfg.epochs}  loss {train_loss:.4f}  acc {train_acc:.3f}"
             + (f"  val loss {val.loss:.4f} acc {val.accuracy:.3f} UAR {val.uar:.3f} macro-F1 {val.macro_f1:.3f}"
                if val else "")
@@ -384,10 +433,13 @@ def _epoch(run: _Run, progress: _Progress, epoch: int) -> bool:
 def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, float]:
     """One pass over the (shuffled) training rows: ``(mean loss, accuracy)`` over every rank's rows."""
     run.net.train()
+    for group in run.opt.param_groups:
+        group["lr"] = epoch_lr(run.cfg, epoch)
+    keep = _epoch_rows(run)
     total_loss = torch.zeros((), device=run.device)
     correct = torch.zeros((), device=run.device)
     seen = 0
-    for x, y in run.data.train.batches(run.cfg.batch_size, shuffle=True, generator=run.gen):
+    for x, y in run.data.train.batches(run.cfg.batch_size, shuffle=True, generator=run.gen, keep=keep):
         if x.shape[0] < 2:  # BatchNorm cannot train on one row
             continue
         x, targets = _augment_batch(run, x, y, epoch=epoch, seen=seen)
@@ -410,6 +462,15 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, float]:
     return train_loss, float(correct) / max(seen, 1)
 
 
+def _epoch_rows(run: _Run) -> np.ndarray | None:
+    """Which training rows this epoch takes: all (None), one random variant a clip, or the originals."""
+    if run.clips is None:
+        return None
+    if run.cfg.variants == "original":
+        return np.not_equal(run.clips, None)
+    return one_row_per_clip(run.clips, run.gen)
+
+
 def _augment_batch(run: _Run, x: torch.Tensor, y: torch.Tensor, *, epoch: int,
                    seen: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Normalised inputs and soft targets ``(B, classes)``, after SpecAugment and mixup when asked.
@@ -421,7 +482,10 @@ def _augment_batch(run: _Run, x: torch.Tensor, y: torch.Tensor, *, epoch: int,
     x = run.model.normalize(x)
     if cfg.spec_augment and run.data.family == "mel":
         x = spec_augment(x, run.gen)
-    targets = nn.functional.one_hot(y, len(run.data.store.labels)).float()
+    n_classes = len(run.data.store.labels)
+    targets = nn.functional.one_hot(y, n_classes).float()
+    if cfg.label_smoothing > 0:
+        targets = targets * (1 - cfg.label_smoothing) + cfg.label_smoothing / n_classes
     if cfg.mixup > 0:
         lam = float(np.random.default_rng(cfg.seed * 100003 + epoch * 7919 + seen).beta(cfg.mixup, cfg.mixup))
         perm = torch.randperm(x.shape[0], generator=run.gen).to(run.device)
@@ -472,7 +536,7 @@ def _early_stop(run: _Run, progress: _Progress) -> bool:
     if run.ctx.enabled:
         stop = broadcast_flag(stop, run.ctx, run.device)
     if stop:
-        run.log(f"early stop: no better validation macro-F1 for {patience} epochs")
+        run.log(f"early stop: no better validation {run.cfg.select} for {patience} epochs")
     return stop
 
 
@@ -486,6 +550,14 @@ def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: to
         [xb for xb, _ in data.train.batches(8192, shuffle=False)])  # row order, like the labels
     x = ((x.cpu() - data.mean) / data.std).numpy()
     y = data.train.labels.cpu().numpy()
+    if cfg.variants != "all":  # one fit: the originals, or one variant of each clip drawn by the seed
+        meta = data.store.meta()
+        if cfg.variants == "original":
+            keep = meta["augment"].to_numpy()[data.train.rows] == "none"
+        else:
+            keep = one_row_per_clip(meta["clip_id"].astype(str).to_numpy()[data.train.rows],
+                                    torch.Generator().manual_seed(cfg.seed))
+        x, y = x[keep], y[keep]
     log(f"fitting {cfg.model} ({', '.join(f'{k}={v}' for k, v in cfg.hparams.items())}) on {len(y)} train rows")
     try:
         body, hp = fit_classic(cfg.model, x, y, len(data.store.labels), cfg.hparams, cfg.seed)
@@ -500,11 +572,10 @@ def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: to
     for name in ("best.pt", "last.pt"):
         save_checkpoint(out_dir / name, model=model, history=history, epoch=1, **args)
     write_history(out_dir, history)
-    log(f"train acc {train_stats.accuracy:.3f}" + (f"  val acc {val.accuracy:.3f} macro-F1 {val.macro_f1:.3f}" if val else "")
+    log(f"train acc {train_stats.accuracy:.3f}" + (f"  val acc {val.accuracy:.3f} UAR {val.uar:.3f} "
+                                                   f"macro-F1 {val.macro_f1:.3f}" if val else "")
         + f"  {row['seconds']:.1f}s")
-    score = (val.macro_f1, val.accuracy) if val else (train_stats.accuracy, train_stats.accuracy)
-    return FitResult(out_dir=out_dir, best_epoch=1, best_val_accuracy=score[1], best_val_macro_f1=score[0],
-                     epochs_run=1, seconds=row["seconds"], history=history)
+    return _fit_result(out_dir, 1, history, row["seconds"])
 
 
 def write_history(out_dir: Path, history: list[dict[str, Any]]) -> Path:

@@ -95,8 +95,17 @@ def parse_filters(text: str | Sequence[int]) -> list[int]:
     return out
 
 
-#: How CNN2D reduces its last feature map: global average or max pooling, or the study's flatten.
-POOLINGS: tuple[str, ...] = ("avg", "max", "flatten")
+#: How CNN2D reduces its last feature map: global average or max pooling, statistics pooling
+#: (the mean and std over time of the band-averaged map, as x-vectors pool), or the study's flatten.
+POOLINGS: tuple[str, ...] = ("avg", "max", "stats", "flatten")
+
+
+class StatsPool(nn.Module):
+    """``(B, C, H, W)`` → ``(B, 2C)``: the mean over ``H``, then its mean and std over time ``W``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean(dim=2)
+        return torch.cat([x.mean(dim=2), x.std(dim=2, unbiased=False)], dim=1)
 
 
 class CNN2D(nn.Module):
@@ -104,20 +113,24 @@ class CNN2D(nn.Module):
 
     One block per entry of ``filters``/``kernels``: Conv2d (same padding) → BatchNorm (optional)
     → ReLU → MaxPool 2×2 (skipped along an axis already down to 1) → Dropout2d. Then global
-    average pooling (or flattening, the study's way) → Dropout → Linear.
+    average, max or statistics pooling (or flattening, the study's way) → Dropout → Linear.
+    ``time_pool`` > 1 first averages that many frames together (a cheaper, coarser input).
     """
 
     def __init__(self, input_shape: tuple[int, int], n_classes: int, *,
                  filters: Sequence[int] = (32, 64, 128, 128),
                  kernels: Sequence[tuple[int, int]] = ((3, 3), (3, 3), (3, 3), (3, 3)),
-                 batch_norm: bool = True, dropout: float = 0.3, pooling: str = "avg") -> None:
+                 batch_norm: bool = True, dropout: float = 0.3, pooling: str = "avg", time_pool: int = 1) -> None:
         super().__init__()
         filters, kernels = list(filters), list(kernels)
         if len(filters) != len(kernels):
             raise SerError(f"{len(filters)} filters but {len(kernels)} kernels: give one kernel per filter")
         if pooling not in POOLINGS:
-            raise SerError(f"pooling must be avg, max or flatten, got {pooling!r}")
-        h, w = input_shape
+            raise SerError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        if not 1 <= time_pool <= input_shape[1]:
+            raise SerError(f"time_pool must be between 1 and the {input_shape[1]} frames, got {time_pool}")
+        self.time_pool = int(time_pool)
+        h, w = input_shape[0], input_shape[1] // self.time_pool
         layers: list[nn.Module] = []
         c_in = 1
         for f, (kh, kw) in zip(filters, kernels):
@@ -135,6 +148,8 @@ class CNN2D(nn.Module):
         if pooling == "flatten":
             self.pool: nn.Module = nn.Flatten()
             width = c_in * h * w
+        elif pooling == "stats":
+            self.pool, width = StatsPool(), 2 * c_in
         else:
             self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1) if pooling == "avg" else nn.AdaptiveMaxPool2d(1),
                                       nn.Flatten())
@@ -142,6 +157,8 @@ class CNN2D(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_pool > 1:
+            x = nn.functional.avg_pool1d(x, self.time_pool)
         return self.head(self.pool(self.features(x.unsqueeze(1))))
 
 
@@ -191,9 +208,9 @@ MODELS: dict[str, ModelSpec] = {
     "cnn2d": ModelSpec(
         "cnn2d", "mel", _build_cnn2d,
         {"filters": [32, 64, 128, 128], "kernels": [[3, 3], [3, 3], [3, 3], [3, 3]],
-         "batch_norm": True, "dropout": 0.3, "pooling": "avg"},
+         "batch_norm": True, "dropout": 0.3, "pooling": "avg", "time_pool": 1},
         {"filters": parse_filters, "kernels": lambda v: [list(k) for k in parse_kernels(v)],
-         "batch_norm": _flag, "dropout": float, "pooling": str}),
+         "batch_norm": _flag, "dropout": float, "pooling": str, "time_pool": int}),
     # classic baselines on the standardised descriptors, fitted by scikit-learn (see classic.py)
     "svm": ModelSpec("svm", "descriptors", _build_svm, {"C": 10.0, "gamma": "scale", "balanced": False},
                      {"C": float, "gamma": _gamma, "balanced": _flag, "n_sv": int, "gamma_value": float},
