@@ -78,7 +78,7 @@ def evaluate_folds(x: np.ndarray, y: np.ndarray, speakers: np.ndarray, groups: l
     uars = np.array([f["uar"] for f in folds])
     return {"pooled_uar": pooled["uar"], "pooled_accuracy": pooled["accuracy"], "pooled_f1_macro": pooled["f1_macro"],
             "fold_uar_mean": float(uars.mean()), "fold_uar_std": float(uars.std()), "folds": folds,
-            "confused_pairs": pooled.get("confused_pairs")}, proba
+            "most_confused": pooled["most_confused"][:5]}, proba
 
 
 def main() -> None:

@@ -4,6 +4,7 @@ testing training and evaluation fast. Classes are separable by construction."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -18,26 +19,29 @@ LABELS = ["ANG", "HAP", "SAD"]
 
 def make_array_store(path: Path, *, per_class: int = 30, seed: int = 0, n_mels: int = 16,
                      max_seconds: float = 0.5, separation: float = 3.0,
-                     splits: tuple[float, float] = (0.6, 0.2), copies: int = 0) -> Path:
+                     splits: tuple[float, float] = (0.6, 0.2), copies: int = 0,
+                     emotions: Sequence[str] = tuple(LABELS)) -> Path:
     """A complete store: descriptors and mel whose class means differ by ``separation`` std.
 
     ``copies`` > 0 gives each training clip that many augmented rows after its original (the
-    same clip_id, ``augment`` "copy1".., the features re-drawn around the same class mean)."""
+    same clip_id, ``augment`` "copy1".., the features re-drawn around the same class mean).
+    ``emotions``: the store's emotion codes (the class means depend on the seed and their number)."""
+    codes = list(emotions)
     rng = np.random.default_rng(seed)
     fc = FeatureConfig(n_mels=n_mels, max_seconds=max_seconds)
     names = descriptor_names(fc)
-    n = per_class * len(LABELS)
-    labels = np.repeat(np.arange(len(LABELS)), per_class)
-    centres = rng.standard_normal((len(LABELS), len(names))) * separation
+    n = per_class * len(codes)
+    labels = np.repeat(np.arange(len(codes)), per_class)
+    centres = rng.standard_normal((len(codes), len(names))) * separation
     desc = (centres[labels] + rng.standard_normal((n, len(names)))).astype(np.float32)
-    mel_centres = rng.standard_normal((len(LABELS), n_mels, 1)) * separation
+    mel_centres = rng.standard_normal((len(codes), n_mels, 1)) * separation
     mel = (mel_centres[labels] + rng.standard_normal((n, n_mels, fc.n_frames))).astype(np.float32) - 40.0
     u = rng.permutation(n) / n
     split = np.where(u < splits[0], "train", np.where(u < splits[0] + splits[1], "val", "test"))
     meta = pd.DataFrame({
         "clip_id": [f"c{i:04d}" for i in range(n)], "path": [f"c{i:04d}.wav" for i in range(n)],
         "dataset": "synthetic", "speaker": [f"s{i % 5}" for i in range(n)],
-        "emotion": [LABELS[k] for k in labels], "label": labels.astype(np.int64), "split": split,
+        "emotion": [codes[k] for k in labels], "label": labels.astype(np.int64), "split": split,
         "augment": "none", "duration_s": max_seconds, "n_frames": fc.n_frames, "sentence": "",
         "intensity": "", "sex": "", "age": np.nan,
     })
@@ -45,7 +49,7 @@ def make_array_store(path: Path, *, per_class: int = 30, seed: int = 0, n_mels: 
         desc, mel, meta = _with_copies(desc, mel, meta, copies, rng)
     run_config = {"feature_config": fc.to_dict(), "split_config": SplitConfig().to_dict(),
                   "dataset": "synthetic", "data": str(path.parent), "manifest": None, "emotions": None,
-                  "augment": [], "labels": LABELS}
+                  "augment": [], "labels": codes}
     with StoreWriter(path, run_config=run_config, descriptor_names=names, overwrite=True) as w:
         w.write(PartData(desc, mel, meta))
         w.finish()

@@ -79,6 +79,11 @@ def main() -> None:
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="CSV with columns path,emotion[,speaker] (implies --dataset manifest).")
 @click.option("--allow-absolute-paths", is_flag=True, help="Let manifest paths leave the manifest's folder.")
+@click.option("--speaker-regex", default=None, metavar="REGEX",
+              help="--dataset folders: regex searched in each file name (without extension); its group "
+                   "(?P<speaker>...), else its first group, is the speaker, e.g. '^([A-Za-z]+\\d+)_'.")
+@click.option("--demographics", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="CREMA-D: VideoDemographics.csv to join actor sex and age from, when it is not beside the audio.")
 @click.option("--emotions", default=None, help="Keep only these codes, e.g. ANG,DIS,FEA,HAP,NEU,SAD.")
 @click.option("--split", "split_method", type=click.Choice(["random", "speaker"]), default="random",
               help="Split over clips (stratified) or over speakers.")
@@ -94,7 +99,8 @@ def main() -> None:
 @click.option("--hop-length", type=click.IntRange(min=16), default=256)
 @click.option("--stats", default="mean", help="Frame statistics of the descriptors: mean or mean,std.")
 @click.option("--extras", default="none",
-              help="Extra descriptor groups: prosody (pitch, loudness), dynamics (MFCC deltas, flux), or none.")
+              help="Extra descriptor groups: prosody (pitch, loudness), dynamics (MFCC deltas, flux), "
+                   "compare (openSMILE's ComParE-2016 functionals; pip install opensmile), or none.")
 @click.option("--backend", type=RegistryChoice("ser.featurize.backends", "BACKENDS"),
               default="loky", help="joblib backend for the workers: local processes, or a Dask/Ray cluster.")
 @click.option("--scheduler", default=None,
@@ -104,7 +110,8 @@ def main() -> None:
 @click.option("--progress/--no-progress", default=True)
 @_friendly_errors
 def featurize_cmd(data: Path, out: Path, workers: int, dataset: str, manifest: Path | None,
-                  allow_absolute_paths: bool, emotions: str | None, split_method: str, seed: int,
+                  allow_absolute_paths: bool, speaker_regex: str | None, demographics: Path | None,
+                  emotions: str | None, split_method: str, seed: int,
                   test_size: float, val_size: float, augment: str, max_seconds: float, sample_rate: int,
                   n_mels: int, n_fft: int, hop_length: int, stats: str, extras: str, backend: str, scheduler: str | None, overwrite: bool,
                   progress: bool) -> None:
@@ -130,6 +137,7 @@ def featurize_cmd(data: Path, out: Path, workers: int, dataset: str, manifest: P
                                extras=tuple(e.strip() for e in extras.split(",") if e.strip() and e.strip() != "none")),
         split=SplitConfig(method=split_method, test_size=test_size, val_size=val_size, seed=seed),
         workers=workers, backend=backend, scheduler=scheduler, overwrite=overwrite, allow_absolute=allow_absolute_paths,
+        speaker_regex=speaker_regex, demographics=demographics,
     )
     summary = featurize(cfg, progress=progress)
     # every written clip has exactly one original ("none") row; failures also count skipped names
@@ -395,11 +403,16 @@ def _train_sweep(store_path: Path, cfg: Any, sweeps: tuple[str, ...], out: Path,
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where to write metrics.json, predictions.csv, confusion.png [default: eval-<split> beside the checkpoint].")
 @click.option("--device", type=DEVICE_CHOICE, default="auto")
+@click.option("--label-map", default=None,
+              help="Fold or drop the store's labels before scoring, e.g. CAL=NEU,SUR=drop (another corpus's labels).")
+@click.option("--report", is_flag=True,
+              help="Also write report.html: scores, confusion and players for the most-confused pairs' clips.")
 @_friendly_errors
-def evaluate_cmd(checkpoint: Path, store_path: Path | None, split: str, out: Path | None, device: str) -> None:
+def evaluate_cmd(checkpoint: Path, store_path: Path | None, split: str, out: Path | None, device: str,
+                 label_map: str | None, report: bool) -> None:
     """Accuracy, UAR, F1 (micro/macro/weighted), confusion matrix and most-confused classes."""
     from ser.audio.decode import refuse_audio_overwrite
-    from ser.evaluation.evaluator import evaluate
+    from ser.evaluation.evaluator import evaluate, parse_label_map
     from ser.evaluation.metrics import format_metrics
     from ser.report.runs import draw_confusion
 
@@ -407,36 +420,116 @@ def evaluate_cmd(checkpoint: Path, store_path: Path | None, split: str, out: Pat
     refuse_audio_overwrite(out)
     if out.exists() and not out.is_dir():
         raise SerError(f"--out {out} exists and is not a folder")
-    result = evaluate(checkpoint, store=store_path, split=split, out_dir=out, device=device)
+    result = evaluate(checkpoint, store=store_path, split=split, out_dir=out, device=device,
+                      label_map=parse_label_map(label_map))
     draw_confusion(out, result.metrics)
     click.echo(format_metrics(result.metrics))
     click.echo(f"\nwrote {out}/metrics.json, predictions.csv, confusion.png")
+    if report:
+        from ser.report.evaluation_page import write_evaluation_page
+
+        page = write_evaluation_page(out, checkpoint=checkpoint)
+        click.echo(f"wrote {page}; open it in a browser: {page.resolve().as_uri()}")
+
+
+@main.command("report", context_settings={"show_default": True})
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="The evaluated checkpoint, for its training curves [default: the one metrics.json names].")
+@click.option("--clips", "clips_per_pair", type=click.IntRange(min=0), default=3,
+              help="Clips shown per most-confused pair.")
+@click.option("--seed", type=int, default=42, help="Seed of the clip picks.")
+@_friendly_errors
+def report_cmd(run_dir: Path, checkpoint: Path | None, clips_per_pair: int, seed: int) -> None:
+    """An evaluation to listen to: scores, confusion, clips of the most-confused pairs (offline HTML).
+
+    RUN_DIR is an evaluation folder (what evaluate --out wrote) or a run folder holding
+    evaluation folders (eval-test, ...): each gets its report.html.
+    """
+    from ser.report.evaluation_page import evaluation_dirs, write_evaluation_page
+
+    for eval_dir in evaluation_dirs(run_dir):
+        page = write_evaluation_page(eval_dir, checkpoint=checkpoint, clips_per_pair=clips_per_pair, seed=seed)
+        click.echo(f"wrote {page}; open it in a browser: {page.resolve().as_uri()}")
 
 
 # -- predict -----------------------------------------------------------------------------------
 @main.command("predict")
 @click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
-@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@click.argument("sources", nargs=-1, required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write the predictions here as CSV: path, the manifest's columns, emotion, p_<label> per "
+                   "label, error (empty on success).")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per file on stdout.")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes that decode and extract the features (the model runs in this one).")
+@click.option("--speaker-from", default=None, metavar="regex:PATTERN|column:NAME",
+              help="For checkpoints trained with --speaker-norm: each file's speaker, from its name (the "
+                   "group named 'speaker', else the first) or a manifest column; each speaker's files are "
+                   "standardised by their own statistics [default: all the files are one speaker's].")
+@click.option("--device", type=DEVICE_CHOICE, default="cpu", show_default=True)
+@click.option("--progress/--no-progress", default=True, help="A progress bar on stderr.")
 @_friendly_errors
-def predict_cmd(checkpoint: Path, files: tuple[Path, ...], as_json: bool) -> None:
-    """Emotion and class probabilities for audio files."""
+def predict_cmd(checkpoint: Path, sources: tuple[str, ...], out: Path | None, as_json: bool, workers: int,
+                speaker_from: str | None, device: str, progress: bool) -> None:
+    """Emotion and class probabilities for audio FILES, folders (recursive), manifest CSVs (a path
+    column, relative to the CSV) or - (paths on stdin, one a line).
+
+    A file that cannot be read gets its reason and the others go on; the exit status is non-zero
+    only when no file could be predicted.
+    """
     import json
 
-    from ser.evaluation.predict import predict_files
+    from ser.evaluation.predict import (check_out, describe, json_record, labels_of, predict_paths,
+                                        write_predictions)
 
-    failed = 0
-    for r in predict_files(checkpoint, files):
+    if out is not None:
+        check_out(out, sources)
+    frame = predict_paths(checkpoint, sources, workers=workers, speaker_from=speaker_from, progress=progress,
+                          device=device, stdin=click.get_text_stream("stdin"))
+    labels, rows = labels_of(frame), frame.to_dict("records")
+    if out is not None:
+        write_predictions(frame, out)
+    for row in rows:
         if as_json:
-            click.echo(json.dumps(r))
-        elif "error" in r:
-            click.echo(f"{r['file']}: error: {r['error']}", err=True)
-        else:
-            probs = "  ".join(f"{k} {v:.2f}" for k, v in r["probabilities"].items())
-            click.echo(f"{r['file']}: {r['emotion']}   ({probs})")
-        failed += "error" in r
-    if failed == len(files):
-        raise SerError("no file could be read")
+            click.echo(json.dumps(json_record(row, labels)))
+        elif out is None:
+            click.echo(describe(row, labels), err=bool(row["error"]))
+    n_ok = sum(not row["error"] for row in rows)
+    if out is not None:
+        click.echo(f"wrote {out}: {n_ok} of {len(rows)} file(s) predicted, {len(rows) - n_ok} with an error",
+                   err=True)
+    if n_ok == 0:
+        raise SerError(f"no file could be predicted ({len(rows)} given; see the error of each)")
+
+
+# -- export ------------------------------------------------------------------------------------
+@main.command("export", context_settings={"show_default": True})
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True,
+              help="A checkpoint (best.pt) or a fusion (ser fuse).")
+@click.option("--onnx", "onnx_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The ONNX file to write; its JSON sidecar goes beside it (model.onnx -> model.json).")
+@click.option("--check/--no-check", default=True,
+              help="Run the written graph in onnxruntime (when installed) and refuse it unless it matches torch.")
+@_friendly_errors
+def export_cmd(checkpoint: Path, onnx_path: Path, check: bool) -> None:
+    """Write a model as ONNX (class probabilities) plus a JSON sidecar, to run with onnxruntime alone.
+
+    See docs/export.md for the inputs the graph expects and how to compute them without torch.
+    """
+    from ser.evaluation.export import export_onnx, read_sidecar, sidecar_path
+
+    out = export_onnx(checkpoint, onnx_path, check=check)
+    side = read_sidecar(out)
+    for spec in side["inputs"]:
+        shape = ", ".join("batch" if d is None else str(d) for d in spec["shape"])
+        note = "  (standardise each speaker's rows first: see the sidecar)" if spec["speaker_norm"] else ""
+        click.echo(f"input {spec['name']}: float32 ({shape}){note}")
+    click.echo(f"output probabilities: ({len(side['labels'])} classes: {', '.join(side['labels'])})")
+    checked = side["checked_with_onnxruntime"]
+    click.echo(f"checked against torch with onnxruntime {checked}" if checked else
+               "not checked (install onnxruntime, or drop --no-check, to compare with torch)")
+    click.echo(f"wrote {out}, {sidecar_path(out)}")
 
 
 def train_main() -> None:

@@ -15,7 +15,7 @@ from ser.errors import CorpusError
 def test_dataset_choices_follow_the_adapter_registry() -> None:
     from ser.corpus.scan import DATASETS
 
-    assert DATASETS == ("auto", "cremad", "emodb", "ravdess", "tess", "savee", "manifest")
+    assert DATASETS == ("auto", "cremad", "emodb", "ravdess", "tess", "savee", "folders", "manifest")
     assert DATASETS[1:-1] == tuple(adapters.ADAPTERS)
     assert all(a.name == key for key, a in adapters.ADAPTERS.items())
 

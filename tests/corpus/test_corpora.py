@@ -72,7 +72,7 @@ def test_clip_table_writes_to_pytables(tmp_path: Path) -> None:
 
 
 def test_registry_and_choices() -> None:
-    assert set(ADAPTERS) == {"cremad", "emodb", "ravdess", "tess", "savee"}
+    assert set(ADAPTERS) == {"cremad", "emodb", "ravdess", "tess", "savee", "folders"}
     assert DATASETS[0] == "auto" and DATASETS[-1] == "manifest"
 
 

@@ -11,7 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from click.testing import CliRunner
 
+from ser.cli import main
+from ser.errors import SerError
 from ser.evaluation.evaluator import evaluate
 from ser.evaluation.metrics import compute_metrics, most_confused
 from ser.featurize.job import featurize
@@ -131,3 +134,41 @@ def test_predict_with_a_fusion_feeds_each_member_its_own_family(cremad_corpus: P
             assert p == pytest.approx(0.6 * alone[0][i]["probabilities"][lab] + 0.4 * alone[1][i]["probabilities"][lab],
                                       rel=1e-5)
         assert r["emotion"] == max(r["probabilities"], key=r["probabilities"].get)
+
+
+def test_label_map_folds_and_drops_another_corpus_labels_and_scores_the_classes_present(tmp_path: Path) -> None:
+    """A model of ANG/HAP/SAD on a store of ANG/CAL/SUR: CAL folded into HAP, SUR dropped; UAR and
+    macro-F1 over ANG and HAP (the model's SAD is absent from the data), and metrics.json says so."""
+    from sklearn.metrics import f1_score, recall_score
+
+    from array_store import make_array_store
+    from ser.evaluation.evaluator import parse_label_map
+
+    a = make_array_store(tmp_path / "a.h5", per_class=20, seed=2)
+    b = make_array_store(tmp_path / "b.h5", per_class=20, seed=2, emotions=("ANG", "CAL", "SUR"))
+    train(a, TrainConfig(model="logreg"), tmp_path / "run", device="cpu", **QUIET)
+    assert parse_label_map("cal=neu, SUR=drop") == {"CAL": "NEU", "SUR": None}
+    with pytest.raises(SerError, match="not FROM=TO"):
+        parse_label_map("CAL")
+    logs: list[str] = []
+    ev = evaluate(tmp_path / "run" / "best.pt", store=b, split="test", label_map={"CAL": "HAP", "SUR": None},
+                  out_dir=tmp_path / "ev", device="cpu", log=logs.append)
+    meta = Store(b).meta().query("split == 'test'")
+    m = ev.metrics
+    assert m["labels_scored"] == ["ANG", "HAP"] and m["excluded_labels"] == {"SUR": int((meta["emotion"] == "SUR").sum())}
+    assert m["mapped"] == {"CAL=HAP": int((meta["emotion"] == "CAL").sum())}
+    assert set(ev.predictions["true"]) == {"ANG", "HAP"} and m["n"] == int(meta["emotion"].isin(["ANG", "CAL"]).sum())
+    t, p = ev.predictions["true"], ev.predictions["predicted"]
+    assert m["uar"] == pytest.approx(recall_score(t, p, labels=["ANG", "HAP"], average="macro", zero_division=0))
+    assert m["f1_macro"] == pytest.approx(f1_score(t, p, labels=["ANG", "HAP"], average="macro", zero_division=0))
+    saved = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert saved["label_map"] == {"CAL": "HAP", "SUR": None} and saved["labels_scored"] == ["ANG", "HAP"]
+    assert any("SUR" in line and "left out" in line for line in logs)
+    from ser.evaluation.metrics import format_metrics
+
+    text = format_metrics(m)
+    assert "over the 2 classes present (ANG, HAP); the model also knows SAD" in text and "CAL=HAP" in text
+    r = CliRunner().invoke(main, ["evaluate", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--store", str(b),
+                                  "--label-map", "CAL=HAP,SUR=drop", "--out", str(tmp_path / "cli")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["uar"] == pytest.approx(m["uar"])

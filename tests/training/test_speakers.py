@@ -67,3 +67,29 @@ def test_extras_add_named_finite_descriptors_and_batch_equals_single() -> None:
     assert many[0, i] > many[1, i]
     with pytest.raises(SerError, match="extras"):
         FeatureConfig(extras=("pitchy",))
+
+
+def test_mel_bands_are_standardised_per_speaker_by_their_own_original_clips_without_labels(tmp_path: Path) -> None:
+    """The transform cnn2d trains and evaluates through: each speaker's original clips end with
+    every mel band at mean 0 and std 1 over their frames, whatever the labels and the other speakers."""
+    from ser.store import Store
+    from ser.training.speakers import store_transform
+
+    store = Store(make_array_store(tmp_path / "a.h5", per_class=20, seed=1, copies=1))
+    meta = store.meta()
+    transform = store_transform(store, "mel")
+    rows = meta.index.to_numpy()
+    z = transform(store.read("mel", rows), rows)
+    for spk in meta["speaker"].unique():
+        own = ((meta["speaker"] == spk) & (meta["augment"] == "none")).to_numpy()
+        np.testing.assert_allclose(z[own].mean(axis=(0, 2)), 0, atol=1e-4)
+        np.testing.assert_allclose(z[own].std(axis=(0, 2)), 1, atol=1e-3)
+        copies = ((meta["speaker"] == spk) & (meta["augment"] != "none")).to_numpy()
+        assert abs(z[copies].mean()) < 0.5  # the copies go through their speaker's statistics too
+    # another speaker's clips or the labels do not move a speaker's statistics
+    x = store.read("mel", rows)
+    spk = meta["speaker"].to_numpy()
+    alone = speaker_statistics(x[(spk == "s0") & (meta["augment"] == "none").to_numpy()],
+                               np.array(["s0"] * int(((spk == "s0") & (meta["augment"] == "none")).sum())))
+    s0 = np.flatnonzero(spk == "s0")
+    np.testing.assert_allclose(z[s0], (x[s0] - alone["s0"][0]) / alone["s0"][1], rtol=1e-5, atol=1e-5)

@@ -126,7 +126,7 @@ def test_cli_train_evaluate_predict(array_store: Path, cremad_corpus: Path, smal
     wav = sorted(cremad_corpus.glob("*.wav"))[0]
     r = runner.invoke(main, ["predict", "--checkpoint", str(tmp_path / "run" / "best.pt"), "--json", str(wav)])
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output.strip().splitlines()[-1])
+    out = json.loads(r.stdout.strip().splitlines()[-1])  # the progress bar goes to stderr
     assert out["emotion"] in out["probabilities"] and sum(out["probabilities"].values()) == pytest.approx(1, abs=1e-4)
     r = runner.invoke(main, ["train", "--store", str(tmp_path / "missing.h5"), "--epochs", "1"])
     assert r.exit_code != 0 and "no such store" in r.output

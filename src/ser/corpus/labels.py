@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 from ser.errors import SerError
@@ -23,6 +24,36 @@ EMOTION_NAMES: dict[str, str] = {
     "CAL": "calm",
     "SUR": "surprise",
 }
+
+#: Emotion words and codes -> the project's code: how emotion-named folders and manifests spell
+#: an emotion. Keys are lower case with words joined by "_" (see :func:`normalize_word`).
+EMOTION_WORDS: dict[str, str] = {
+    **{code.lower(): code for code in ALL_EMOTIONS},
+    **{name: code for code, name in EMOTION_NAMES.items()},
+    "angry": "ANG",
+    "disgusted": "DIS",
+    "fearful": "FEA",
+    "afraid": "FEA",
+    "happiness": "HAP",
+    "sadness": "SAD",
+    "bored": "BOR",
+    "surprised": "SUR",
+    "pleasant_surprise": "SUR",
+    "pleasant_surprised": "SUR",
+    "ps": "SUR",  # TESS's short form of pleasant surprise
+}
+
+
+def normalize_word(text: str) -> str:
+    """``" Pleasant Surprise"`` -> ``"pleasant_surprise"``: lower case, spaces, hyphens and
+    underscores between words as one ``"_"``."""
+    return re.sub(r"[\s_\-]+", "_", text.strip().lower()).strip("_")
+
+
+def emotion_word(text: str) -> str | None:
+    """The project's code for an emotion word or code in any case (``Angry``, ``anger``,
+    ``ANG``, ``Pleasant_surprise``, ``ps``), or None when ``text`` names no emotion."""
+    return EMOTION_WORDS.get(normalize_word(text))
 
 
 def parse_emotions(text: str | Sequence[str] | None) -> tuple[str, ...] | None:

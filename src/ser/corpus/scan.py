@@ -26,6 +26,7 @@ from ser.corpus.adapters import (
     ADAPTERS,
     Adapter,
     Fields,
+    ScanOptions,
     Unusable,
     emotion_code,
     read_csv_text,
@@ -35,7 +36,7 @@ from ser.corpus.labels import parse_emotions
 from ser.errors import CorpusError
 
 __all__ = [
-    "AUDIO_EXTENSIONS", "CLIP_COLUMNS", "DATASETS", "SKIPPED_COLUMNS", "ScanResult",
+    "AUDIO_EXTENSIONS", "CLIP_COLUMNS", "DATASETS", "SKIPPED_COLUMNS", "ScanOptions", "ScanResult",
     "detect_dataset", "find_audio", "scan",
 ]
 
@@ -58,6 +59,12 @@ _STRING_COLUMNS = [c for c in CLIP_COLUMNS if c != "age"]
 _DETECT_SAMPLE = 200
 _MANIFEST_REQUIRED = ("path", "emotion")
 _MANIFEST_OPTIONAL = ("speaker", "sentence", "intensity", "sex")
+#: Each scan option's command-line flag and the layout that reads it, for refusals.
+_OPTION_USE: dict[str, tuple[str, str]] = {
+    "speaker_regex": ("--speaker-regex", "it reads speakers from the names under emotion-named "
+                      "folders (--dataset folders)"),
+    "demographics": ("--demographics", "it is CREMA-D's actor table (--dataset cremad)"),
+}
 
 #: Every accepted ``dataset`` value (the ``--dataset`` choices): the adapters' names between
 #: ``"auto"`` (detect the layout) and ``"manifest"`` (read a CSV), so a new adapter is a choice.
@@ -132,12 +139,19 @@ def _sample(files: Sequence[PurePosixPath], n: int) -> list[PurePosixPath]:
 
 
 def _detect(root: Path, files: Sequence[PurePosixPath]) -> str:
-    """The adapter matching more than half of a sample of ``files``, or a CorpusError."""
+    """The adapter matching more than half of a sample of ``files``, or a CorpusError.
+
+    Corpus-specific layouts come first: the generic ``folders`` layout is chosen only when none
+    of them matches (RAVDESS sorted into emotion folders is still read as RAVDESS).
+    """
     sample = _sample(files, _DETECT_SAMPLE)
     counts = {name: sum(a.matches(rel) for rel in sample) for name, a in ADAPTERS.items()}
-    best = max(counts, key=counts.__getitem__)  # ties go to the first registered
-    if counts[best] * 2 > len(sample):
-        return best
+    for fallback in (False, True):
+        group = [name for name, a in ADAPTERS.items() if a.fallback == fallback]
+        chosen = max(group, key=counts.__getitem__)  # ties go to the first registered
+        if counts[chosen] * 2 > len(sample):
+            return chosen
+    best = max(counts, key=counts.__getitem__)
     examples = ", ".join(repr(rel.name) for rel in sample[:3])
     hint = (
         f" (at most {counts[best]} of {len(sample)} sampled names look like {best})"
@@ -154,8 +168,9 @@ def _detect(root: Path, files: Sequence[PurePosixPath]) -> str:
 def detect_dataset(root: str | Path) -> str:
     """Which corpus a folder holds, from its audio file names.
 
-    Returns one of ``"cremad" | "emodb" | "ravdess" | "tess" | "savee"``: the adapter whose
-    name pattern matches more than half of (a sample of up to 200) audio file names.
+    Returns one of ``"cremad" | "emodb" | "ravdess" | "tess" | "savee" | "folders"``: the
+    adapter whose layout matches more than half of (a sample of up to 200) audio file names;
+    ``"folders"`` (emotion-named folders) only when no corpus-specific layout does.
 
     Raises:
         CorpusError: the folder does not exist, holds no audio files, or its names match no
@@ -336,7 +351,28 @@ def _no_clips(where: str, n_files: int, skipped: Sequence[Fields]) -> CorpusErro
     )
 
 
-def _scan_folder(root: str | Path, name: str) -> tuple[str, Path, list[Fields], list[Fields]]:
+def _configure(adapter: Adapter, options: ScanOptions, folder: Path) -> Adapter:
+    """``adapter`` with ``options`` applied; a CorpusError for an option its layout would ignore."""
+    for option in options.given():
+        if option not in adapter.options:
+            flag, use = _OPTION_USE[option]
+            raise CorpusError(f"{flag} does not apply to {folder} read as {adapter.name}: {use}")
+    return adapter.configured(options)
+
+
+def _refuse_manifest_options(options: ScanOptions, manifest: Path) -> None:
+    """A CorpusError when a folder-layout option is given with a manifest (it would be ignored)."""
+    if options.given():
+        flags = ", ".join(_OPTION_USE[o][0] for o in options.given())
+        raise CorpusError(
+            f"{flags} cannot be used with manifest {manifest}: a manifest lists each clip's "
+            f"speaker, sex and age in its own columns"
+        )
+
+
+def _scan_folder(
+    root: str | Path, name: str, options: ScanOptions
+) -> tuple[str, Path, list[Fields], list[Fields]]:
     """Read a data folder's audio file names with one adapter (detected when ``name`` is "auto").
 
     Returns:
@@ -347,7 +383,7 @@ def _scan_folder(root: str | Path, name: str) -> tuple[str, Path, list[Fields], 
     if not files:
         raise _no_audio(folder)
     name = _detect(folder, files) if name == "auto" else name
-    adapter = ADAPTERS[name]
+    adapter = _configure(ADAPTERS[name], options, folder)
     records, skipped = _parse_files(files, adapter)
     if adapter.enrich is not None and records:
         records = adapter.enrich(records, folder)
@@ -369,6 +405,20 @@ def _keep_emotions(
     return kept
 
 
+def _read(
+    root: str | Path, name: str, manifest: str | Path | None, options: ScanOptions, *,
+    allow_absolute: bool,
+) -> tuple[str, Path, list[Fields], list[Fields], str]:
+    """(layout read, base folder, records, skipped, where for messages) of a folder or manifest."""
+    if name == "manifest":
+        manifest_path = Path(manifest)  # type: ignore[arg-type]
+        _refuse_manifest_options(options, manifest_path)
+        base, records, skipped = _scan_manifest(manifest_path, allow_absolute=allow_absolute)
+        return name, base, records, skipped, f"manifest {manifest_path}"
+    name, base, records, skipped = _scan_folder(root, name, options)
+    return name, base, records, skipped, f"{Path(root)} (read as {name})"  # root as given
+
+
 def scan(
     root: str | Path,
     *,
@@ -376,6 +426,8 @@ def scan(
     manifest: str | Path | None = None,
     emotions: Sequence[str] | None = None,
     allow_absolute: bool = False,
+    speaker_regex: str | None = None,
+    demographics: str | Path | None = None,
 ) -> ScanResult:
     """Turn a corpus folder (or a manifest CSV) into a clip table, reading file names only.
 
@@ -390,6 +442,11 @@ def scan(
             clips are not failures and do not appear in ``skipped``.
         allow_absolute: accept manifest paths that are absolute or lie outside the manifest's
             folder (they appear as absolute paths in ``clips.path``).
+        speaker_regex: ``dataset="folders"`` only: a regex searched in each file's stem whose
+            group ``speaker`` (else its first group) is the speaker; a stem it does not match is
+            skipped. Without it the folders layout's speakers are unknown ("").
+        demographics: CREMA-D only: the actor table (``VideoDemographics.csv``) to join sex and
+            age from, instead of one found beside the audio.
 
     Returns:
         A :class:`ScanResult`: ``clips`` (columns :data:`CLIP_COLUMNS`, sorted by path),
@@ -397,18 +454,17 @@ def scan(
 
     Raises:
         CorpusError: missing folder or manifest, no audio, unknown layout, a manifest without
-            ``path``/``emotion`` columns, or no usable clip left.
+            ``path``/``emotion`` columns, no usable clip left; a bad ``speaker_regex``, a
+            missing or malformed ``demographics`` table, or either one given for a layout that
+            does not read it.
         SerError: an unknown code in ``emotions``.
     """
     wanted = parse_emotions(emotions)
     name = _choose_dataset(dataset, manifest)
-    if name == "manifest":
-        manifest_path = Path(manifest)  # type: ignore[arg-type]
-        base, records, skipped = _scan_manifest(manifest_path, allow_absolute=allow_absolute)
-        where = f"manifest {manifest_path}"
-    else:
-        name, base, records, skipped = _scan_folder(root, name)
-        where = f"{Path(root)} (read as {name})"  # the folder as given, not resolved
+    options = ScanOptions(speaker_regex=speaker_regex,
+                          demographics=Path(demographics) if demographics is not None else None)
+    name, base, records, skipped, where = _read(
+        root, name, manifest, options, allow_absolute=allow_absolute)
     n_files = len(records) + len(skipped)
     records, duplicates = _assign_clip_ids(records)
     skipped = skipped + duplicates

@@ -83,11 +83,23 @@ def _count(n: int, size: float, *, at_least_one: bool) -> int:
     return min(k, n)
 
 
+def _unknown_speakers(clips: pd.DataFrame, unknown: pd.Series) -> SerError:
+    """The refusal of a speaker split over clips without a speaker, naming the fix."""
+    column = "path" if "path" in clips.columns else "clip_id"
+    example = f" (e.g. {clips.loc[unknown, column].iloc[0]})" if column in clips.columns else ""
+    return SerError(
+        f"--split speaker needs a speaker for every clip; {int(unknown.sum())} of {len(clips)} "
+        f"clip(s) have none{example}. For emotion-named folders (--dataset folders), give "
+        "--speaker-regex: a regex on the file name whose first group, or group (?P<speaker>...), "
+        "is the speaker (e.g. --speaker-regex '^([A-Za-z]+\\d+)_'); or list speakers in a "
+        "manifest's speaker column, or use --split random"
+    )
+
+
 def _speaker_split(clips: pd.DataFrame, cfg: SplitConfig) -> np.ndarray:
     speakers = clips["speaker"].astype(str)
     if (speakers == "").any():
-        raise SerError("--split speaker needs a speaker for every clip; "
-                       f"{int((speakers == '').sum())} clip(s) have none")
+        raise _unknown_speakers(clips, speakers == "")
     unique = np.array(sorted(speakers.unique()))
     order = np.random.default_rng(cfg.seed).permutation(unique.shape[0])
     shuffled = unique[order]

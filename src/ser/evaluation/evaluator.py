@@ -43,15 +43,30 @@ def _store_for(ckpt: Checkpoint | Fusion, store_path: str | Path | None) -> Stor
     return store
 
 
+def parse_label_map(text: str | None) -> dict[str, str | None]:
+    """``"CAL=NEU,SUR=drop"`` -> ``{"CAL": "NEU", "SUR": None}`` (codes upper-cased; drop: None)."""
+    out: dict[str, str | None] = {}
+    for item in filter(None, (t.strip() for t in (text or "").split(","))):
+        src, sep, dst = item.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise SerError(f"--label-map entry {item!r} is not FROM=TO or FROM=drop")
+        out[src.strip().upper()] = None if dst.strip().lower() == "drop" else dst.strip().upper()
+    return out
+
+
 def evaluate(checkpoint: str | Path, *, store: str | Path | None = None, split: str = "test",
              out_dir: str | Path | None = None, device: str = "auto", batch_size: int = 512,
+             label_map: dict[str, str | None] | None = None,
              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)) -> Evaluation:
-    """Evaluate a checkpoint on ``split`` of a store (the checkpoint's own by default).
+    """Evaluate a checkpoint (or a fusion) on ``split`` of a store (the checkpoint's own by default).
 
-    Rows whose emotion the checkpoint does not know (e.g. EmoDB's boredom for a six-class model)
-    are left out and counted in ``metrics["excluded"]``. With ``out_dir``, writes
-    ``metrics.json`` and ``predictions.csv`` there (the confusion figure is drawn by
-    :func:`ser.report.runs.draw_confusion`).
+    ``label_map`` folds a store's labels into the model's (``{"CAL": "NEU"}``) or drops them
+    (``{"SUR": None}``) before scoring. Rows whose (mapped) emotion the model does not know (e.g.
+    EmoDB's boredom for a six-class model) are left out, counted in ``metrics["excluded"]`` and by
+    label in ``metrics["excluded_labels"]``; ``metrics["mapped"]`` counts the folded rows, and
+    UAR and macro-F1 are over the classes present (``metrics["labels_scored"]``). With
+    ``out_dir``, writes ``metrics.json`` and ``predictions.csv`` there (the confusion figure is
+    drawn by :func:`ser.report.runs.draw_confusion`).
     """
     ckpt = load_model(checkpoint)
     st = _store_for(ckpt, store)
@@ -61,23 +76,35 @@ def evaluate(checkpoint: str | Path, *, store: str | Path | None = None, split: 
         probs, rows = ckpt.combine([p for p, _ in parts]), parts[0][1]
     else:
         probs, rows = _probabilities(ckpt, st, split, device=dev, batch_size=batch_size)
-    meta = st.meta().loc[rows]
+    meta, mapped, left_out = _mapped_labels(st.meta().loc[rows], ckpt.labels, label_map or {}, log=log)
     known = meta["emotion"].isin(ckpt.labels).to_numpy()
-    excluded = int((~known).sum())
-    if excluded:
-        log(f"{excluded} row(s) have emotions the model does not know "
-            f"({', '.join(sorted(set(meta['emotion'][~known])))}); left out")
     if not known.any():
         raise SerError(f"no row of split {split!r} has an emotion the checkpoint knows ({', '.join(ckpt.labels)})")
     meta, probs = meta[known], probs[known]
     y_true = meta["emotion"].map({e: i for i, e in enumerate(ckpt.labels)}).to_numpy()
     y_pred = probs.argmax(1)
     metrics = compute_metrics(y_true, y_pred, ckpt.labels)
-    metrics.update(checkpoint=str(checkpoint), store=str(st.path), split=split, excluded=excluded,
-                   model=ckpt.model_name)
+    metrics.update(checkpoint=str(checkpoint), store=str(st.path), split=split, excluded=int((~known).sum()),
+                   excluded_labels=left_out, label_map=label_map or {}, mapped=mapped, model=ckpt.model_name)
     preds = _predictions(meta, probs, ckpt.labels)
     out = write_evaluation(out_dir, metrics, preds) if out_dir is not None else None
     return Evaluation(metrics=metrics, predictions=preds, out_dir=out)
+
+
+def _mapped_labels(meta: pd.DataFrame, known: Sequence[str], label_map: dict[str, str | None], *,
+                   log: Callable[[str], None]) -> tuple[pd.DataFrame, dict[str, int], dict[str, int]]:
+    """``meta`` with emotions mapped (dropped ones become ""), the mapped and left-out counts by label."""
+    meta = meta.copy()
+    original = meta["emotion"].astype(str)
+    meta["emotion"] = original.map(lambda e: (label_map[e] or "") if e in label_map else e)
+    mapped = {f"{k}={v}": int((original == k).sum()) for k, v in label_map.items()
+              if v is not None and (original == k).any()}
+    out = meta["emotion"][~meta["emotion"].isin(known)]
+    left_out = {str(k): int(v) for k, v in original[out.index].value_counts().sort_index().items()}
+    if left_out:
+        log(f"{sum(left_out.values())} row(s) have emotions the model does not know or --label-map drops "
+            f"({', '.join(f'{k} {v}' for k, v in left_out.items())}); left out")
+    return meta, mapped, left_out
 
 
 def _probabilities(ckpt: Checkpoint, st: Store, split: str, *, device: torch.device,

@@ -23,11 +23,15 @@ def uar(y_true: np.ndarray, y_pred: np.ndarray) -> float:
 def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, UAR, F1 (micro, macro, weighted), per-class report, confusion counts, confused pairs.
 
-    ``y_true``/``y_pred`` are class indices into ``labels``.
+    ``y_true``/``y_pred`` are class indices into ``labels``. UAR and macro-F1 average over the
+    classes present in ``y_true`` (``labels_scored``): a model that knows a class the data lacks
+    (boredom, scored on CREMA-D) is not charged a zero for it; predictions of such a class still
+    count as errors.
     """
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
 
     idx = list(range(len(labels)))
+    present = sorted(set(np.asarray(y_true).tolist()))  # macro scores over the classes present
     cm = confusion_matrix(y_true, y_pred, labels=idx)
     report = classification_report(y_true, y_pred, labels=idx, target_names=list(labels),
                                    output_dict=True, zero_division=0)
@@ -36,10 +40,11 @@ def compute_metrics(y_true: np.ndarray, y_pred: np.ndarray, labels: Sequence[str
         "accuracy": float(accuracy_score(y_true, y_pred)),
         "uar": uar(y_true, y_pred),
         "f1_micro": float(f1_score(y_true, y_pred, labels=idx, average="micro", zero_division=0)),
-        "f1_macro": float(f1_score(y_true, y_pred, labels=idx, average="macro", zero_division=0)),
+        "f1_macro": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
         "f1_weighted": float(f1_score(y_true, y_pred, labels=idx, average="weighted", zero_division=0)),
         "per_class": {k: v for k, v in report.items() if k in labels},
         "labels": list(labels),
+        "labels_scored": [labels[i] for i in present],
         "confusion": cm.tolist(),
         "most_confused": most_confused(cm, labels),
     }
@@ -66,8 +71,16 @@ def format_metrics(metrics: dict[str, Any]) -> str:
              f"  UAR          {metrics['uar']:.4f}",
              f"  F1 micro     {metrics['f1_micro']:.4f}",
              f"  F1 macro     {metrics['f1_macro']:.4f}",
-             f"  F1 weighted  {metrics['f1_weighted']:.4f}",
-             "", f"  {'class':8s} {'precision':>9s} {'recall':>7s} {'f1':>6s} {'support':>8s}"]
+             f"  F1 weighted  {metrics['f1_weighted']:.4f}"]
+    scored = metrics.get("labels_scored", metrics["labels"])
+    if list(scored) != list(metrics["labels"]):
+        absent = [lab for lab in metrics["labels"] if lab not in scored]
+        lines.append(f"  UAR and macro-F1 over the {len(scored)} classes present ({', '.join(scored)}); "
+                     f"the model also knows {', '.join(absent)}")
+    for key, what in (("mapped", "mapped"), ("excluded_labels", "left out")):
+        if metrics.get(key):
+            lines.append(f"  {what}: " + ", ".join(f"{k} ({v})" for k, v in metrics[key].items()))
+    lines += ["", f"  {'class':8s} {'precision':>9s} {'recall':>7s} {'f1':>6s} {'support':>8s}"]
     for lab, r in metrics["per_class"].items():
         lines.append(f"  {lab:8s} {r['precision']:9.3f} {r['recall']:7.3f} {r['f1-score']:6.3f} {int(r['support']):8d}")
     if metrics["most_confused"]:

@@ -73,6 +73,7 @@ def _flag(value: str) -> bool:
 _TOP_LEVEL_CASTS: dict[str, Callable[[str], Any]] = {
     "optimizer": str, "lr": float, "epochs": int, "batch_size": int, "seed": int, "patience": int,
     "weight_decay": float, "momentum": float, "mixup": float, "spec_augment": _flag, "speaker_norm": _flag,
+    "label_smoothing": float, "schedule": str, "variants": str, "select": str,
 }
 
 

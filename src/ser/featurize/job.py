@@ -50,6 +50,8 @@ class FeaturizeConfig:
     min_clips_per_worker: int = 100   # a local pool gets no more workers than clips / this (see pool_size)
     overwrite: bool = False
     allow_absolute: bool = False
+    speaker_regex: str | None = None  # folders layout: regex on the file stem, group 1 / "speaker"
+    demographics: Path | None = None  # CREMA-D: VideoDemographics.csv when not beside the audio
 
 
 @dataclass
@@ -80,7 +82,8 @@ def plan(cfg: FeaturizeConfig) -> Plan:
     from ser.corpus.scan import scan
 
     result = scan(cfg.data, dataset=cfg.dataset, manifest=cfg.manifest, emotions=cfg.emotions,
-                  allow_absolute=cfg.allow_absolute)
+                  allow_absolute=cfg.allow_absolute, speaker_regex=cfg.speaker_regex,
+                  demographics=cfg.demographics)
     # the layout detected (one walk of the folder, not two) or read; a named one as it was given
     dataset = result.dataset if cfg.dataset == "auto" or cfg.manifest is not None else cfg.dataset
     clips = result.clips.reset_index(drop=True)
@@ -102,6 +105,9 @@ def run_config(cfg: FeaturizeConfig, dataset: str, labels: Sequence[str]) -> dic
         "emotions": label_list(cfg.emotions) if cfg.emotions else None,
         "augment": list(cfg.augment),
         "labels": list(labels),
+        # what decides speakers and demographics; absent when unset, so older stores still resume
+        **({"speaker_regex": cfg.speaker_regex} if cfg.speaker_regex else {}),
+        **({"demographics": str(Path(cfg.demographics).resolve())} if cfg.demographics else {}),
     }
 
 
