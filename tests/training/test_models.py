@@ -68,19 +68,20 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(name: str, shape: tuple[int, 
     assert float(after) < float(before.detach())
 
 
-def test_stats_pooling_is_the_mean_and_std_over_time_of_the_band_average() -> None:
+def test_stats_pooling_is_each_channel_and_bands_mean_and_std_over_time() -> None:
     from ser.training.models import StatsPool
 
     x = torch.randn(2, 3, 4, 10)
     out = StatsPool()(x)
-    bands = x.mean(dim=2)
-    torch.testing.assert_close(out, torch.cat([bands.mean(2), bands.std(2, unbiased=False)], 1))
+    assert out.shape == (2, 2 * 3 * 4)
+    torch.testing.assert_close(out[1, :12].reshape(3, 4), x[1].mean(dim=2))
+    torch.testing.assert_close(out[0, 12:].reshape(3, 4), x[0].std(dim=2, unbiased=False))
 
 
 @pytest.mark.parametrize("time_pool", [1, 3])
 def test_cnn2d_with_stats_pooling_and_time_pooling(time_pool: int) -> None:
     model = CNN2D((16, 40), 4, filters=[4, 8], kernels=[(3, 3), (3, 3)], pooling="stats", time_pool=time_pool)
-    assert model.head[-1].in_features == 16
+    assert model.head[-1].in_features == 2 * 8 * 4  # 8 channels x 4 bands (16 / 2 / 2), mean and std
     assert model(torch.randn(5, 16, 40)).shape == (5, 4)
     with pytest.raises(SerError, match="time_pool"):
         CNN2D((16, 40), 4, filters=[4], kernels=[(3, 3)], time_pool=41)

@@ -32,10 +32,10 @@ from ser.training.device import pick_device
 from ser.training.models import SerNet, build_model, get_spec, resolve_hparams
 
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
-# what picks the best epoch (early stopping, best.pt) and a sweep's winner: the first, then the
-# second breaks ties. UAR by default: what SER papers report first, and blind to class sizes.
 SCHEDULES = ("constant", "cosine")
 VARIANTS = ("all", "one", "original")
+# what picks the best epoch (early stopping, best.pt) and a sweep's winner: the first, then the
+# second breaks ties. UAR by default: what SER papers report first, and blind to class sizes.
 SELECT_METRICS = {"uar": ("uar", "accuracy"), "macro-f1": ("macro_f1", "accuracy"),
                   "accuracy": ("accuracy", "uar")}
 

@@ -96,15 +96,16 @@ def parse_filters(text: str | Sequence[int]) -> list[int]:
 
 
 #: How CNN2D reduces its last feature map: global average or max pooling, statistics pooling
-#: (the mean and std over time of the band-averaged map, as x-vectors pool), or the study's flatten.
+#: (each channel and band's mean and std over time, as x-vectors pool), or the study's flatten.
 POOLINGS: tuple[str, ...] = ("avg", "max", "stats", "flatten")
 
 
 class StatsPool(nn.Module):
-    """``(B, C, H, W)`` → ``(B, 2C)``: the mean over ``H``, then its mean and std over time ``W``."""
+    """``(B, C, H, W)`` → ``(B, 2·C·H)``: each channel and band's mean and std over time ``W``
+    (the frequency axis kept, as the statistics pooling of x-vector CNNs does)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.mean(dim=2)
+        x = x.flatten(1, 2)
         return torch.cat([x.mean(dim=2), x.std(dim=2, unbiased=False)], dim=1)
 
 
@@ -149,7 +150,7 @@ class CNN2D(nn.Module):
             self.pool: nn.Module = nn.Flatten()
             width = c_in * h * w
         elif pooling == "stats":
-            self.pool, width = StatsPool(), 2 * c_in
+            self.pool, width = StatsPool(), 2 * c_in * h
         else:
             self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1) if pooling == "avg" else nn.AdaptiveMaxPool2d(1),
                                       nn.Flatten())
