@@ -255,22 +255,29 @@ def test_the_cosine_schedule_falls_from_lr_towards_zero() -> None:
         TrainConfig(schedule="step")
 
 
-def test_the_cnn_preset_trains_on_one_variant_a_clip_with_smoothed_targets(tmp_path: Path, monkeypatch) -> None:
-    """The preset's settings all in one run: every epoch sees each training clip once, not its copies."""
-    array_store = make_array_store(tmp_path / "copies.h5", per_class=30, seed=0, copies=3)
+@pytest.fixture
+def seen(monkeypatch) -> list[int]:
+    """The size of every batch of the shuffled (training) passes, as the loop draws them."""
     import ser.training.data as data_mod
-    from ser.experiments.presets import get_preset
 
-    seen: list[int] = []
+    sizes: list[int] = []
     real = data_mod.SplitData.batches
 
     def counting(self, batch_size, **kw):
         for x, y in real(self, batch_size, **kw):
             if kw.get("shuffle"):
-                seen.append(x.shape[0])
+                sizes.append(x.shape[0])
             yield x, y
 
     monkeypatch.setattr(data_mod.SplitData, "batches", counting)
+    return sizes
+
+
+def test_the_cnn_preset_trains_on_one_variant_a_clip_with_smoothed_targets(tmp_path: Path, seen: list[int]) -> None:
+    """The preset's settings all in one run: every epoch sees each training clip once, not its copies."""
+    from ser.experiments.presets import get_preset
+
+    array_store = make_array_store(tmp_path / "copies.h5", per_class=30, seed=0, copies=3)
     preset = get_preset("cnn").train
     hp = {**preset["hparams"], "filters": [8, 16], "kernels": [[3, 3]] * 2, "time_pool": 2}
     cfg = TrainConfig(**{**preset, "hparams": hp, "epochs": 6, "batch_size": 16})
@@ -286,19 +293,7 @@ def test_the_cnn_preset_trains_on_one_variant_a_clip_with_smoothed_targets(tmp_p
 
 
 @pytest.mark.parametrize("model", ["logreg", "cnn1d"])
-def test_variants_original_trains_on_the_original_rows_only(tmp_path: Path, model: str, monkeypatch) -> None:
-    import ser.training.data as data_mod
-
-    seen: list[int] = []
-    real = data_mod.SplitData.batches
-
-    def counting(self, batch_size, **kw):
-        for x, y in real(self, batch_size, **kw):
-            if kw.get("shuffle"):
-                seen.append(x.shape[0])
-            yield x, y
-
-    monkeypatch.setattr(data_mod.SplitData, "batches", counting)
+def test_variants_original_trains_on_the_original_rows_only(tmp_path: Path, model: str, seen: list[int]) -> None:
     store = make_array_store(tmp_path / "copies.h5", per_class=12, seed=0, copies=2)
     logs: list[str] = []
     train(store, TrainConfig(model=model, variants="original", epochs=1, batch_size=8, patience=0),
