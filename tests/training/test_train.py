@@ -301,7 +301,11 @@ def test_variants_original_trains_on_the_original_rows_only(tmp_path: Path, mode
     meta = Store(store).meta().query("split == 'train'")
     n_orig = int((meta["augment"] == "none").sum())
     assert len(meta) == 3 * n_orig
-    if model == "logreg":  # one fit, on the originals
+    if model == "logreg":  # one fit, on the originals, standardised by the originals' own statistics
         assert any(f"on {n_orig} train rows" in m for m in logs), logs
+        orig = meta.index[meta["augment"] == "none"].to_numpy()
+        x = Store(store).read("descriptors", orig)
+        scaler = load_checkpoint(tmp_path / "run" / "best.pt").model
+        np.testing.assert_allclose(scaler.input_mean.numpy(), x.mean(0), rtol=1e-4, atol=1e-4)
     else:  # each epoch's shuffled pass
         assert sum(seen) == n_orig

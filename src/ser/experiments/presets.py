@@ -23,8 +23,9 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "best": Preset(
         description="RBF SVM on per-speaker standardised descriptors (frame means and stds, pitch and "
-                    "spectral-dynamics functionals): the best speaker-independent recipe measured on EmoDB",
-        train={"model": "svm", "hparams": {"C": 10.0}, "speaker_norm": True},
+                    "spectral-dynamics functionals), fitted on the original clips: the best recipe measured "
+                    "on EmoDB, and on CREMA-D without openSMILE",
+        train={"model": "svm", "hparams": {"C": 10.0}, "speaker_norm": True, "variants": "original"},
         requires={"stats": ["mean", "std"], "extras": ["prosody", "dynamics"]},
         featurize_hint="--stats mean,std --extras prosody,dynamics",
     ),

@@ -548,22 +548,19 @@ def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: to
     t0 = time.perf_counter()
     x = data.train.x if data.train.x is not None else torch.cat(
         [xb for xb, _ in data.train.batches(8192, shuffle=False)])  # row order, like the labels
-    x = ((x.cpu() - data.mean) / data.std).numpy()
-    y = data.train.labels.cpu().numpy()
-    if cfg.variants != "all":  # one fit: the originals, or one variant of each clip drawn by the seed
-        meta = data.store.meta()
-        if cfg.variants == "original":
-            keep = meta["augment"].to_numpy()[data.train.rows] == "none"
-        else:
-            keep = one_row_per_clip(meta["clip_id"].astype(str).to_numpy()[data.train.rows],
-                                    torch.Generator().manual_seed(cfg.seed))
+    x, y = x.cpu().numpy(), data.train.labels.cpu().numpy()
+    mean, std = data.mean, data.std
+    if cfg.variants != "all":  # one fit on the rows kept, standardised by their own statistics
+        keep = _classic_rows(cfg, data)
         x, y = x[keep], y[keep]
+        mean, std = _standard_scaler(x)
+    x = ((x - mean.numpy()) / std.numpy()).astype(np.float32)
     log(f"fitting {cfg.model} ({', '.join(f'{k}={v}' for k, v in cfg.hparams.items())}) on {len(y)} train rows")
     try:
         body, hp = fit_classic(cfg.model, x, y, len(data.store.labels), cfg.hparams, cfg.seed)
     except ValueError as exc:
         raise SerError(f"{cfg.model}: {exc}") from None
-    model = SerNet(body, data.mean, data.std).to(device).eval()
+    model = SerNet(body, mean, std).to(device).eval()
     train_stats = evaluate_split(model, data.train)
     val = evaluate_split(model, data.val) if data.val else None
     row = _history_row(1, train_stats.loss, train_stats.accuracy, val, seconds=time.perf_counter() - t0)
@@ -576,6 +573,23 @@ def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: to
                                                    f"macro-F1 {val.macro_f1:.3f}" if val else "")
         + f"  {row['seconds']:.1f}s")
     return _fit_result(out_dir, 1, history, row["seconds"])
+
+
+def _classic_rows(cfg: TrainConfig, data: TrainData) -> np.ndarray:
+    """The training rows a one-off fit keeps: the originals, or one variant of each clip drawn by the seed."""
+    meta = data.store.meta()
+    if cfg.variants == "original":
+        return meta["augment"].to_numpy()[data.train.rows] == "none"
+    return one_row_per_clip(meta["clip_id"].astype(str).to_numpy()[data.train.rows],
+                            torch.Generator().manual_seed(cfg.seed))
+
+
+def _standard_scaler(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's StandardScaler of ``x`` (``mean_``, ``scale_``), as fit_statistics gives it."""
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(x)
+    return torch.from_numpy(scaler.mean_).float(), torch.from_numpy(scaler.scale_).float()
 
 
 def write_history(out_dir: Path, history: list[dict[str, Any]]) -> Path:
