@@ -249,6 +249,7 @@ class _Run:
     opt: torch.optim.Optimizer
     gen: torch.Generator        # shuffling, SpecAugment masks and mixup pairs: this rank's stream
     clips: np.ndarray | None    # each training row's clip, when an epoch takes one variant per clip
+    originals: np.ndarray | None  # the training rows that are originals, when an epoch takes only them
     ckpt_args: dict[str, Any]   # what every checkpoint of the run records besides weights and history
     log: Callable[[str], None]
 
@@ -329,14 +330,21 @@ def _build_run(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: torc
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    clips = None
-    if cfg.variants != "all":
-        meta = data.store.meta()
-        clips = meta["clip_id"].astype(str).to_numpy()[data.train.rows]
-        if cfg.variants == "original":  # a clip of its own for each original row, none for the copies
-            clips = np.where(meta["augment"].to_numpy()[data.train.rows] == "none", clips, None)
+    clips = _train_clips(data) if cfg.variants == "one" else None
+    originals = _original_rows(data) if cfg.variants == "original" else None
     return _Run(cfg=cfg, data=data, out_dir=out_dir, device=device, ctx=ctx, model=model, net=net,
-                opt=make_optimizer(cfg, net.parameters()), gen=gen, clips=clips, ckpt_args=ckpt_args, log=log)
+                opt=make_optimizer(cfg, net.parameters()), gen=gen, clips=clips, originals=originals,
+                ckpt_args=ckpt_args, log=log)
+
+
+def _train_clips(data: TrainData) -> np.ndarray:
+    """Each training row's clip id, in row order."""
+    return data.store.meta()["clip_id"].astype(str).to_numpy()[data.train.rows]
+
+
+def _original_rows(data: TrainData) -> np.ndarray:
+    """Whether each training row is an original (not an augmented copy), in row order."""
+    return data.store.meta()["augment"].to_numpy()[data.train.rows] == "none"
 
 
 def _restore(run: _Run) -> _Progress:
@@ -464,11 +472,9 @@ def _train_one_epoch(run: _Run, epoch: int) -> tuple[float, float]:
 
 def _epoch_rows(run: _Run) -> np.ndarray | None:
     """Which training rows this epoch takes: all (None), one random variant a clip, or the originals."""
-    if run.clips is None:
-        return None
-    if run.cfg.variants == "original":
-        return np.not_equal(run.clips, None)
-    return one_row_per_clip(run.clips, run.gen)
+    if run.originals is not None:
+        return run.originals
+    return one_row_per_clip(run.clips, run.gen) if run.clips is not None else None
 
 
 def _augment_batch(run: _Run, x: torch.Tensor, y: torch.Tensor, *, epoch: int,
@@ -551,9 +557,10 @@ def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: to
     x, y = x.cpu().numpy(), data.train.labels.cpu().numpy()
     mean, std = data.mean, data.std
     if cfg.variants != "all":  # one fit on the rows kept, standardised by their own statistics
-        keep = _classic_rows(cfg, data)
+        keep = _original_rows(data) if cfg.variants == "original" else one_row_per_clip(
+            _train_clips(data), torch.Generator().manual_seed(cfg.seed))
         x, y = x[keep], y[keep]
-        mean, std = _standard_scaler(x)
+        mean, std = reduced_statistics(data.train, data.family, keep=keep)
     x = ((x - mean.numpy()) / std.numpy()).astype(np.float32)
     log(f"fitting {cfg.model} ({', '.join(f'{k}={v}' for k, v in cfg.hparams.items())}) on {len(y)} train rows")
     try:
@@ -573,23 +580,6 @@ def _fit_classic(cfg: TrainConfig, data: TrainData, out_dir: Path, *, device: to
                                                    f"macro-F1 {val.macro_f1:.3f}" if val else "")
         + f"  {row['seconds']:.1f}s")
     return _fit_result(out_dir, 1, history, row["seconds"])
-
-
-def _classic_rows(cfg: TrainConfig, data: TrainData) -> np.ndarray:
-    """The training rows a one-off fit keeps: the originals, or one variant of each clip drawn by the seed."""
-    meta = data.store.meta()
-    if cfg.variants == "original":
-        return meta["augment"].to_numpy()[data.train.rows] == "none"
-    return one_row_per_clip(meta["clip_id"].astype(str).to_numpy()[data.train.rows],
-                            torch.Generator().manual_seed(cfg.seed))
-
-
-def _standard_scaler(x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """scikit-learn's StandardScaler of ``x`` (``mean_``, ``scale_``), as fit_statistics gives it."""
-    from sklearn.preprocessing import StandardScaler
-
-    scaler = StandardScaler().fit(x)
-    return torch.from_numpy(scaler.mean_).float(), torch.from_numpy(scaler.scale_).float()
 
 
 def write_history(out_dir: Path, history: list[dict[str, Any]]) -> Path:
