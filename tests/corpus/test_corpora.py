@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
+from corpus_files import make_files
 from ser.corpus.adapters import ADAPTERS
 from ser.corpus.scan import CLIP_COLUMNS, DATASETS, ScanResult, detect_dataset, scan
 from ser.errors import CorpusError, SerError
@@ -26,15 +27,6 @@ def write_wav(path: Path, *, seconds: float = 0.1, sr: int = 8000, seed: int = 0
     y = 0.1 * np.random.default_rng(seed).standard_normal(int(seconds * sr))
     sf.write(path, y.astype(np.float32), sr)
     return path
-
-
-def make_files(root: Path, names: list[str]) -> Path:
-    """Empty files with these relative names: enough, since scan reads names only."""
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    return root
 
 
 def row(result: ScanResult, clip_id: str) -> dict:

@@ -10,6 +10,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from corpus_files import make_files
 from ser.corpus import adapters
 from ser.corpus.labels import label_list
 from ser.corpus.scan import ScanResult, detect_dataset, scan
@@ -23,14 +24,6 @@ DEMOGRAPHICS = (
     '1001,51,"Male","Caucasian","Not Hispanic"\n'
     '1040,23,"Female","Asian","Not Hispanic"\n'
 )
-
-
-def make_files(root: Path, names: list[str]) -> Path:
-    for name in names:
-        path = root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.touch()
-    return root
 
 
 def by_path(result: ScanResult) -> dict[str, dict]:
