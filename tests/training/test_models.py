@@ -35,6 +35,18 @@ def test_cnn1d_is_the_study_network_layer_for_layer() -> None:
     assert [(l.in_features, l.out_features) for l in linears] == [(896, 512), (512, 6)]
 
 
+def test_cnn1d_width_scales_every_layer_and_defaults_to_the_study() -> None:
+    narrow = CNN1D(195, 6, width=0.125)
+    convs = [m for m in narrow.features if isinstance(m, torch.nn.Conv1d)]
+    assert [c.out_channels for c in convs] == [64, 64, 32, 32, 16]
+    assert [l.out_features for l in narrow.head if isinstance(l, torch.nn.Linear)] == [64, 6]
+    assert narrow(torch.randn(3, 195)).shape == (3, 6)
+    assert resolve_hparams("cnn1d", {"width": "0.25"})["width"] == 0.25
+    assert resolve_hparams("cnn1d")["width"] == 1.0
+    with pytest.raises(SerError, match="width"):
+        CNN1D(195, 6, width=0)
+
+
 def test_kernels_and_filters_are_validated() -> None:
     assert parse_kernels("1x3,3x5") == [(1, 3), (3, 5)]
     with pytest.raises(SerError, match="HxW"):
