@@ -93,3 +93,25 @@ def test_mel_bands_are_standardised_per_speaker_by_their_own_original_clips_with
                                np.array(["s0"] * int(((spk == "s0") & (meta["augment"] == "none")).sum())))
     s0 = np.flatnonzero(spk == "s0")
     np.testing.assert_allclose(z[s0], (x[s0] - alone["s0"][0]) / alone["s0"][1], rtol=1e-5, atol=1e-5)
+
+
+def test_mel_statistics_leave_out_each_clips_padding_and_standardize_zeroes_it() -> None:
+    """A short clip's mel is padded with its dB floor to the store's width: those frames are not
+    the speaker's voice, so they stay out of the band statistics and read 0 afterwards."""
+    rng = np.random.default_rng(3)
+    n_mels, width = 4, 10
+    own = np.array([10, 3, 7, 1, 12, 5])        # 12 > width: a clip cut to the width keeps all of it
+    mel = np.full((len(own), n_mels, width), -100.0, dtype=np.float32)
+    for i, n in enumerate(own):
+        mel[i, :, :min(n, width)] = rng.normal(-30 + i, 4, (n_mels, min(n, width)))
+    spk = np.array(["a"] * 6)
+    frames = np.concatenate([mel[i, :, :min(n, width)] for i, n in enumerate(own)], axis=1)  # (n_mels, total)
+    mean, std = speaker_statistics(mel, spk, own)["a"]
+    np.testing.assert_allclose(mean[:, 0], frames.mean(1), rtol=1e-5)
+    np.testing.assert_allclose(std[:, 0], frames.std(1), rtol=1e-4)
+    z = standardize(mel, spk, {"a": (mean, std)}, own)
+    for i, n in enumerate(own):
+        assert (z[i, :, min(n, width):] == 0).all()
+        np.testing.assert_allclose(z[i, :, :min(n, width)], (mel[i, :, :min(n, width)] - mean) / std, rtol=1e-5)
+    # without the counts the padding floor enters the statistics, as before
+    assert (speaker_statistics(mel, spk)["a"][1] > 2 * std).all()

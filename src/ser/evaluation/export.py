@@ -199,8 +199,10 @@ def _speaker_norm_method() -> dict[str, Any]:
         "min_clips": MIN_CLIPS,
         "std_floor": 1e-6,
         "descriptors": "mean and population std (ddof=0) over the speaker's clips, per descriptor: axis 0",
-        "mel": "mean and population std (ddof=0) over the speaker's clips and frames, per mel band: axes 0 and 2",
-        "formula": "(x - mean) / max(std, std_floor), statistics in float64, result float32",
+        "mel": "mean and population std (ddof=0) over the speaker's clips and each clip's own frames (the first "
+               "n_frames, clipped to 1..width), per mel band: axes 0 and 2",
+        "formula": "(x - mean) / max(std, std_floor), statistics in float64, result float32; a mel row's "
+                   "frames from n_frames on are then 0",
         "rows": "the speaker's original clips (at least min_clips); ser predict treats the files it is "
                 "given as one speaker's",
     }

@@ -77,7 +77,8 @@ def predict_files(checkpoint: str | Path, files: Sequence[str | Path], *, device
         results.append({"file": str(f)})
     if not feats:
         return results
-    probs = [_member_probabilities(m, np.stack([x[m.family] for x in feats]), device) for m in members]
+    n_frames = np.array([x["n_frames"] for x in feats], dtype=np.int64)
+    probs = [_member_probabilities(m, np.stack([x[m.family] for x in feats]), n_frames, device) for m in members]
     p = ckpt.combine(probs) if isinstance(ckpt, Fusion) else probs[0]
     ok = iter(p)
     for r in results:
@@ -88,14 +89,15 @@ def predict_files(checkpoint: str | Path, files: Sequence[str | Path], *, device
     return results
 
 
-def _member_probabilities(ckpt: Checkpoint, x: np.ndarray, device: str) -> np.ndarray:
-    """One checkpoint's class probabilities for the feature rows ``x`` of its family."""
+def _member_probabilities(ckpt: Checkpoint, x: np.ndarray, n_frames: np.ndarray, device: str) -> np.ndarray:
+    """One checkpoint's class probabilities for the feature rows ``x`` of its family (``n_frames``:
+    each clip's own frame count, which the mel family's speaker statistics need)."""
     if ckpt.train_config.get("speaker_norm"):
         from ser.training.speakers import speaker_statistics, standardize
 
         one = np.zeros(len(x), dtype=object)
         one[:] = "speaker"
-        x = standardize(x, one, speaker_statistics(x, one))
+        x = standardize(x, one, speaker_statistics(x, one, n_frames), n_frames)
     return _model_probabilities(ckpt, x, device)
 
 
@@ -238,19 +240,21 @@ def _extract_chunk(paths: Sequence[str], features: FeatureConfig,
                    families: tuple[str, ...]) -> tuple[list[str], dict[str, np.ndarray]]:
     """Decode and extract each file as featurize does (:func:`ser.featurize.worker.process_clip`).
 
-    Returns each file's error ("" when it was read) and, per family, the rows of the files read.
+    Returns each file's error ("" when it was read) and, per family and under "n_frames" (each
+    clip's own frame count), the rows of the files read.
     """
     from ser.featurize.worker import TaskConfig, process_clip
 
     cfg = TaskConfig(features=features, augment=(), seed=0)
     errors: list[str] = []
-    rows: dict[str, list[np.ndarray]] = {f: [] for f in families}
+    rows: dict[str, list[np.ndarray]] = {f: [] for f in (*families, "n_frames")}
     for path in paths:
         r = process_clip(path, Path(path).stem, "test", cfg)  # not a training clip: no augmentation
         errors.append(r.error or "")
         if r.error is None:
             for f in families:
                 rows[f].append(getattr(r, f)[0])
+            rows["n_frames"].append(np.int64(r.n_frames[0]))
     return errors, {f: np.stack(v) if v else np.zeros((0,)) for f, v in rows.items()}
 
 
@@ -326,7 +330,7 @@ class _Scores:
     members: list
     errors: np.ndarray                                        # (rows,) "" or the reason
     probs: list[np.ndarray] = field(default_factory=list)     # per member, (rows, classes)
-    held: dict[int, list[tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    held: dict[int, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n, k = len(self.errors), len(self.members[0].labels)
@@ -341,7 +345,7 @@ class _Scores:
             return
         for k, m in enumerate(self.members):
             if m.train_config.get("speaker_norm"):
-                self.held.setdefault(k, []).append((read, feats[m.family]))
+                self.held.setdefault(k, []).append((read, feats[m.family], feats["n_frames"]))
             else:
                 self.probs[k][read] = _model_probabilities(m, feats[m.family], device)
 
@@ -351,17 +355,18 @@ class _Scores:
         from ser.training.speakers import MIN_CLIPS, speaker_statistics, standardize
 
         for k, parts in self.held.items():
-            rows = np.concatenate([r for r, _ in parts])
-            x = np.concatenate([v for _, v in parts])
+            rows = np.concatenate([r for r, _, _ in parts])
+            x = np.concatenate([v for _, v, _ in parts])
+            n_frames = np.concatenate([n for _, _, n in parts])
             groups = speakers[rows].astype(str)
             for spk in np.unique(groups):
                 sel = groups == spk
                 if sel.sum() < MIN_CLIPS:
                     self.errors[rows[sel]] = _too_few(spk, int(sel.sum()), MIN_CLIPS)
                     continue
-                stats = speaker_statistics(x[sel], groups[sel])
-                self.probs[k][rows[sel]] = _model_probabilities(self.members[k], standardize(x[sel], groups[sel],
-                                                                                             stats), device)
+                stats = speaker_statistics(x[sel], groups[sel], n_frames[sel])
+                x_spk = standardize(x[sel], groups[sel], stats, n_frames[sel])
+                self.probs[k][rows[sel]] = _model_probabilities(self.members[k], x_spk, device)
 
 
 def _too_few(speaker: str, n: int, need: int) -> str:
