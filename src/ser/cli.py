@@ -234,7 +234,9 @@ def _model_options(fn: Callable) -> Callable:
                      help="Each epoch trains on every row of a clip (original and augmented copies), or on "
                           "one of them at random."),
         click.option("--time-pool", type=click.IntRange(min=1), default=None,
-                     help="cnn2d: average this many mel frames together before the first block."),
+                     help="cnn2d/tdnn: average this many mel frames together before the first layer."),
+        click.option("--channels", type=click.IntRange(min=1), default=None,
+                     help="tdnn: channels of its convolutions."),
         click.option("--device", type=DEVICE_CHOICE, default="auto"),
         click.option("--select", type=RegistryChoice("ser.training.loop", "SELECT_METRICS"), default="uar",
                      help="The validation score that picks the best epoch, early stopping and a sweep's winner."),
@@ -250,13 +252,14 @@ def _model_options(fn: Callable) -> Callable:
 
 def _hparams(ctx: click.Context, *, model: str, preset: str | None, c_value: float | None, filters: str | None,
              kernels: str | None, dropout: float | None, pooling: str | None, batch_norm: bool | None,
-             time_pool: int | None = None) -> dict[str, Any]:
+             time_pool: int | None = None, channels: int | None = None) -> dict[str, Any]:
     """The model hyper-parameters the user typed, checked against the model they apply to
     (the hyper-parameters each model's registry entry parses)."""
     from ser.training.models import MODELS
 
     given = {k: v for k, v in {"filters": filters, "kernels": kernels, "dropout": dropout, "pooling": pooling,
-                               "batch_norm": batch_norm, "C": c_value, "time_pool": time_pool}.items()
+                               "batch_norm": batch_norm, "C": c_value, "time_pool": time_pool,
+                               "channels": channels}.items()
              if v is not None}
     if preset is not None and not _given(ctx, "model"):
         return given  # the preset's model decides; TrainConfig rejects what does not fit it
@@ -310,14 +313,15 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
               c_value: float | None, memory_budget: int | None = None, resume: bool = False,
               speaker_norm: bool = False, preset: str | None = None, select: str = "uar",
               label_smoothing: float = 0.0, schedule: str = "constant", variants: str = "all",
-              time_pool: int | None = None) -> None:
+              time_pool: int | None = None, channels: int | None = None) -> None:
     """Train a model (or a grid with --sweep) from the store; writes best.pt, last.pt, history, curves."""
     import time
 
     from ser.audio.decode import refuse_audio_overwrite
 
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
-                       dropout=dropout, pooling=pooling, batch_norm=batch_norm, time_pool=time_pool)
+                       dropout=dropout, pooling=pooling, batch_norm=batch_norm, time_pool=time_pool,
+                       channels=channels)
     cfg = _train_config(ctx, preset=preset, store_path=store_path, model=model, hparams=hparams,
                         optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                         patience=patience, weight_decay=weight_decay, spec_augment=spec_augment, mixup=mixup,
@@ -584,7 +588,7 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
                  c_value: float | None, filters: str | None, kernels: str | None, dropout: float | None,
                  pooling: str | None, batch_norm: bool | None, spec_augment: bool, mixup: float, device: str,
                  speaker_norm: bool, preset: str | None, select: str, label_smoothing: float, schedule: str,
-                 variants: str, time_pool: int | None) -> None:
+                 variants: str, time_pool: int | None, channels: int | None) -> None:
     """Speaker-independent cross-validation: leave-speakers-out folds over the whole store.
 
     Featurize with --split speaker --test-size 0 --val-size 0 so every clip has its augmented
@@ -596,7 +600,8 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
     from ser.report.runs import draw_confusion, draw_curves
 
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
-                       dropout=dropout, pooling=pooling, batch_norm=batch_norm, time_pool=time_pool)
+                       dropout=dropout, pooling=pooling, batch_norm=batch_norm, time_pool=time_pool,
+                       channels=channels)
     cfg = _train_config(ctx, preset=preset, store_path=store_path, model=model, hparams=hparams,
                         optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
                         spec_augment=spec_augment, mixup=mixup, speaker_norm=speaker_norm, select=select,
@@ -620,10 +625,13 @@ def _echo_crossval(m: dict[str, Any]) -> None:
 @main.command("fuse", context_settings={"show_default": True})
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--weights", default=None, help="One weight per source, e.g. 0.5,0.5 [default: equal].")
+@click.option("--temperatures", default=None,
+              help="One temperature per source, e.g. 3,1: each source's probabilities are softmax(logits / t) "
+                   "before the mean (a larger t, a softer vote) [default: all 1].")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Crossval folders in: a folder of fused cross-validated metrics. Checkpoints in: fused.pt.")
 @_friendly_errors
-def fuse_cmd(sources: tuple[Path, ...], weights: str | None, out: Path) -> None:
+def fuse_cmd(sources: tuple[Path, ...], weights: str | None, temperatures: str | None, out: Path) -> None:
     """Average the class probabilities of several models (late fusion).
 
     Given crossval folders (the same store, --folds and --seed), scores the fusion on their
@@ -631,16 +639,18 @@ def fuse_cmd(sources: tuple[Path, ...], weights: str | None, out: Path) -> None:
     evaluate and predict take like a checkpoint.
     """
     w = _float_list(weights, "--weights") if weights else None
+    t = _float_list(temperatures, "--temperatures") if temperatures else None
     if all(p.is_dir() for p in sources):
         from ser.experiments.fusion import fuse_crossvals
 
-        _echo_crossval(fuse_crossvals(sources, out, w))
+        _echo_crossval(fuse_crossvals(sources, out, w, t))
         click.echo(f"wrote {out}/folds.csv, metrics.json, predictions.csv")
     elif not any(p.is_dir() for p in sources):
         from ser.training.fusion import save_fusion
 
-        fused = save_fusion(out, sources, w)
-        click.echo(f"wrote {out}: {fused.model_name}, weights {', '.join(f'{v:.3g}' for v in fused.weights)}")
+        fused = save_fusion(out, sources, w, t)
+        click.echo(f"wrote {out}: {fused.model_name}, weights {', '.join(f'{v:.3g}' for v in fused.weights)}, "
+                   f"temperatures {', '.join(f'{v:.3g}' for v in fused.temperatures)}")
     else:
         raise click.UsageError("give crossval folders or checkpoints, not both")
 

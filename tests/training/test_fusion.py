@@ -106,3 +106,54 @@ def test_fused_crossval_averages_held_out_probabilities_over_the_same_folds(tmp_
     r = CliRunner().invoke(main, ["fuse", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cli")])
     assert r.exit_code == 0, r.output
     assert "pooled over all held-out clips" in r.output and (tmp_path / "cli" / "metrics.json").exists()
+
+
+def test_member_temperatures_soften_probabilities_round_trip_and_keep_each_members_argmax(members,
+                                                                                       tmp_path: Path) -> None:
+    from ser.training.fusion import tempered
+
+    logits = np.random.default_rng(0).normal(0, 3, (7, 6))
+    p = torch.softmax(torch.from_numpy(logits), dim=1).numpy()
+    np.testing.assert_allclose(tempered(p, 3.0), torch.softmax(torch.from_numpy(logits / 3.0), dim=1).numpy(),
+                               rtol=1e-9)
+    assert (tempered(p, 3.0).argmax(1) == p.argmax(1)).all() and tempered(p, 1.0) is not None
+    store, svm, cnn = members
+    fused = save_fusion(tmp_path / "fused.pt", [svm, cnn], [0.7, 0.3], temperatures=[3, 1])
+    loaded = load_model(tmp_path / "fused.pt")
+    assert fused.temperatures == loaded.temperatures == [3.0, 1.0]
+    ev = evaluate(tmp_path / "fused.pt", split="test", device="cpu", **QUIET)
+    parts = [evaluate(c, split="test", device="cpu", **QUIET).predictions for c in (svm, cnn)]
+    cols = [c for c in ev.predictions.columns if c.startswith("p_")]
+    expected = 0.7 * tempered(parts[0][cols].to_numpy(), 3.0) + 0.3 * parts[1][cols].to_numpy()
+    np.testing.assert_allclose(ev.predictions[cols].to_numpy(), expected, rtol=1e-6)
+    with pytest.raises(CheckpointError, match="temperatures must be positive"):
+        save_fusion(tmp_path / "t.pt", [svm, cnn], temperatures=[0, 1])
+    # a fusion written before temperatures existed loads with all 1
+    raw = torch.load(tmp_path / "fused.pt", weights_only=True)
+    del raw["temperatures"], raw["sha256"]
+    from ser.training.checkpoint import content_digest
+
+    raw["sha256"] = content_digest(raw)
+    torch.save(raw, tmp_path / "old.pt")
+    assert load_model(tmp_path / "old.pt").temperatures == [1.0, 1.0]
+
+
+def test_fused_crossval_tempers_each_runs_probabilities(tmp_path: Path) -> None:
+    from ser.training.fusion import tempered
+
+    store = make_array_store(tmp_path / "a.h5", per_class=20, seed=3, separation=0.6)
+    crossval(store, TrainConfig(model="logreg"), tmp_path / "a", folds=3, **QUIET)
+    crossval(store, TrainConfig(model="svm"), tmp_path / "b", folds=3, **QUIET)
+    m = fuse_crossvals([tmp_path / "a", tmp_path / "b"], tmp_path / "ab", weights=[1, 1], temperatures=[1, 4])
+    pa, pb = (pd.read_csv(tmp_path / d / "predictions.csv").set_index("clip_id").sort_index() for d in "ab")
+    cols = [f"p_{lab}" for lab in m["labels"]]
+    fused = pd.read_csv(tmp_path / "ab" / "predictions.csv").set_index("clip_id").sort_index()
+    np.testing.assert_allclose(fused[cols].to_numpy(), (pa[cols].to_numpy() + tempered(pb[cols].to_numpy(), 4)) / 2,
+                               rtol=1e-6)
+    assert m["temperatures"] == [1.0, 4.0]
+    with pytest.raises(SerError, match="positive temperature"):
+        fuse_crossvals([tmp_path / "a", tmp_path / "b"], tmp_path / "x", temperatures=[1])
+    r = CliRunner().invoke(main, ["fuse", str(tmp_path / "a"), str(tmp_path / "b"), "--temperatures", "1,4",
+                                  "--out", str(tmp_path / "cli")])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "cli" / "metrics.json").read_text())["uar"] == pytest.approx(m["uar"])

@@ -97,3 +97,35 @@ def test_cnn2d_with_stats_pooling_and_time_pooling(time_pool: int) -> None:
     assert model(torch.randn(5, 16, 40)).shape == (5, 4)
     with pytest.raises(SerError, match="time_pool"):
         CNN2D((16, 40), 4, filters=[4], kernels=[(3, 3)], time_pool=41)
+
+
+def test_attentive_stats_pooling_is_a_weighted_mean_and_std_over_time() -> None:
+    from ser.training.models import AttentiveStatsPool
+
+    pool = AttentiveStatsPool(3, hidden=4)
+    h = torch.randn(2, 3, 7)
+    w = torch.softmax(pool.attention(h), dim=2)                      # (2, 1, 7), each row sums to 1
+    torch.testing.assert_close(w.sum(dim=2), torch.ones(2, 1))
+    mean = (w * h).sum(dim=2)
+    std = (w * (h - mean[:, :, None]) ** 2).sum(dim=2).sqrt()
+    out = pool(h)
+    assert out.shape == (2, 6)
+    torch.testing.assert_close(out[:, :3], mean)
+    torch.testing.assert_close(out[:, 3:], std, rtol=1e-4, atol=1e-4)
+    # uniform attention (a zero last layer) is plain statistics pooling
+    torch.nn.init.zeros_(pool.attention[2].weight)
+    torch.testing.assert_close(pool(h)[:, :3], h.mean(dim=2))
+
+
+@pytest.mark.parametrize("shape, time_pool", [((64, 251), 2), ((16, 12), 1), ((8, 5), 5)])
+def test_tdnn_reads_bands_as_channels_at_any_length(shape: tuple[int, int], time_pool: int) -> None:
+    from ser.training.models import TDNN
+
+    model = TDNN(shape, 6, channels=8, time_pool=time_pool)
+    first = model.features[0]
+    assert (first.in_channels, first.out_channels, first.kernel_size[0]) == (shape[0], 8, 5)
+    assert [m.dilation[0] for m in model.features if isinstance(m, torch.nn.Conv1d)] == [1, 2, 3, 1]
+    assert model(torch.randn(3, *shape)).shape == (3, 6)
+    assert resolve_hparams("tdnn", {"channels": "32"}) == {"channels": 32, "time_pool": 2, "dropout": 0.3}
+    with pytest.raises(SerError, match="time_pool"):
+        TDNN(shape, 6, time_pool=shape[1] + 1)

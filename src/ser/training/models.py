@@ -1,4 +1,5 @@
-"""Models by name: the study's 1D CNN over descriptors, a configurable 2D CNN over mel-dB.
+"""Models by name: the study's 1D CNN over descriptors, a configurable 2D CNN over mel-dB, and
+a time-delay CNN over mel-dB (x-vector style: the bands as channels, convolved along time).
 
 Every network is wrapped in :class:`SerNet`, which carries the training set's input
 statistics as buffers: a checkpoint's weights standardise their own input (open-unmix's habit),
@@ -168,6 +169,58 @@ class CNN2D(nn.Module):
         return self.head(self.pool(self.features(x.unsqueeze(1))))
 
 
+class AttentiveStatsPool(nn.Module):
+    """``(B, C, T)`` → ``(B, 2·C)``: each channel's mean and std over time, weighted by a learned
+    attention over the frames (softmax over ``T``), so that frames that carry no speech, such as
+    a short clip's padding, can be given no weight (attentive statistics pooling, Okabe et al. 2018)."""
+
+    def __init__(self, channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.attention = nn.Sequential(nn.Conv1d(channels, hidden, 1), nn.Tanh(), nn.Conv1d(hidden, 1, 1))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        w = torch.softmax(self.attention(h), dim=2)
+        mean = (w * h).sum(dim=2)
+        std = ((w * h * h).sum(dim=2) - mean * mean).clamp_min(1e-5).sqrt()
+        return torch.cat([mean, std], dim=1)
+
+
+class TDNN(nn.Module):
+    """A time-delay CNN over mel-dB, input ``(batch, n_mels, frames)``, logits ``(batch, n_classes)``.
+
+    The mel bands are the channels of 1D convolutions along time, as x-vector networks read
+    filterbanks: Conv1d k=5 → k=3 dilation 2 → k=3 dilation 3 (``channels`` each) → k=1 to
+    ``2·channels``, each with BatchNorm and ReLU; attentive statistics pooling over time; a
+    ``channels``-wide hidden layer (BatchNorm, ReLU, Dropout); Linear to the classes.
+    ``time_pool`` > 1 first averages that many frames together.
+    """
+
+    def __init__(self, input_shape: tuple[int, int], n_classes: int, *, channels: int = 128,
+                 time_pool: int = 2, dropout: float = 0.3) -> None:
+        super().__init__()
+        if channels < 1:
+            raise SerError(f"channels must be at least 1, got {channels}")
+        if not 1 <= time_pool <= input_shape[1]:
+            raise SerError(f"time_pool must be between 1 and the {input_shape[1]} frames, got {time_pool}")
+        self.time_pool = int(time_pool)
+        c = int(channels)
+
+        def block(c_in: int, c_out: int, k: int, dilation: int) -> list[nn.Module]:
+            return [nn.Conv1d(c_in, c_out, k, dilation=dilation, padding=dilation * (k // 2), bias=False),
+                    nn.BatchNorm1d(c_out), nn.ReLU()]
+
+        self.features = nn.Sequential(*block(int(input_shape[0]), c, 5, 1), *block(c, c, 3, 2),
+                                      *block(c, c, 3, 3), *block(c, 2 * c, 1, 1))
+        self.pool = AttentiveStatsPool(2 * c)
+        self.head = nn.Sequential(nn.Linear(4 * c, c), nn.BatchNorm1d(c), nn.ReLU(), nn.Dropout(dropout),
+                                  nn.Linear(c, n_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_pool > 1:
+            x = nn.functional.avg_pool1d(x, self.time_pool)
+        return self.head(self.pool(self.features(x)))
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """How to build a model by name, and which feature family it reads."""
@@ -186,6 +239,10 @@ def _build_cnn1d(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.
 
 def _build_cnn2d(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
     return CNN2D((int(input_shape[0]), int(input_shape[1])), n_classes, **hp)
+
+
+def _build_tdnn(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
+    return TDNN((int(input_shape[0]), int(input_shape[1])), n_classes, **hp)
 
 
 def _build_svm(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
@@ -218,6 +275,8 @@ MODELS: dict[str, ModelSpec] = {
          "batch_norm": True, "dropout": 0.3, "pooling": "avg", "time_pool": 1},
         {"filters": parse_filters, "kernels": lambda v: [list(k) for k in parse_kernels(v)],
          "batch_norm": _flag, "dropout": float, "pooling": str, "time_pool": int}),
+    "tdnn": ModelSpec("tdnn", "mel", _build_tdnn, {"channels": 128, "time_pool": 2, "dropout": 0.3},
+                      {"channels": int, "time_pool": int, "dropout": float}),
     # classic baselines on the standardised descriptors, fitted by scikit-learn (see classic.py)
     "svm": ModelSpec("svm", "descriptors", _build_svm, {"C": 10.0, "gamma": "scale", "balanced": False},
                      {"C": float, "gamma": _gamma, "balanced": _flag, "n_sv": int, "gamma_value": float},
