@@ -625,13 +625,10 @@ def _echo_crossval(m: dict[str, Any]) -> None:
 @main.command("fuse", context_settings={"show_default": True})
 @click.argument("sources", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--weights", default=None, help="One weight per source, e.g. 0.5,0.5 [default: equal].")
-@click.option("--temperatures", default=None,
-              help="One temperature per source, e.g. 3,1: each source's probabilities are softmax(logits / t) "
-                   "before the mean (a larger t, a softer vote) [default: all 1].")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Crossval folders in: a folder of fused cross-validated metrics. Checkpoints in: fused.pt.")
 @_friendly_errors
-def fuse_cmd(sources: tuple[Path, ...], weights: str | None, temperatures: str | None, out: Path) -> None:
+def fuse_cmd(sources: tuple[Path, ...], weights: str | None, out: Path) -> None:
     """Average the class probabilities of several models (late fusion).
 
     Given crossval folders (the same store, --folds and --seed), scores the fusion on their
@@ -639,18 +636,16 @@ def fuse_cmd(sources: tuple[Path, ...], weights: str | None, temperatures: str |
     evaluate and predict take like a checkpoint.
     """
     w = _float_list(weights, "--weights") if weights else None
-    t = _float_list(temperatures, "--temperatures") if temperatures else None
     if all(p.is_dir() for p in sources):
         from ser.experiments.fusion import fuse_crossvals
 
-        _echo_crossval(fuse_crossvals(sources, out, w, t))
+        _echo_crossval(fuse_crossvals(sources, out, w))
         click.echo(f"wrote {out}/folds.csv, metrics.json, predictions.csv")
     elif not any(p.is_dir() for p in sources):
         from ser.training.fusion import save_fusion
 
-        fused = save_fusion(out, sources, w, t)
-        click.echo(f"wrote {out}: {fused.model_name}, weights {', '.join(f'{v:.3g}' for v in fused.weights)}, "
-                   f"temperatures {', '.join(f'{v:.3g}' for v in fused.temperatures)}")
+        fused = save_fusion(out, sources, w)
+        click.echo(f"wrote {out}: {fused.model_name}, weights {', '.join(f'{v:.3g}' for v in fused.weights)}")
     else:
         raise click.UsageError("give crossval folders or checkpoints, not both")
 

@@ -99,14 +99,12 @@ def test_the_graph_is_valid_onnx_with_a_dynamic_batch_axis(trained: dict[str, Pa
 
 
 def test_a_fusion_is_one_graph_with_an_input_per_feature_kind(trained: dict[str, Path], tmp_path: Path) -> None:
-    fused = save_fusion(tmp_path / "fused.pt", [trained["svm_sn"], trained["cnn2d"], trained["logreg"]], [2, 1, 1],
-                        temperatures=[3, 1, 1])
+    fused = save_fusion(tmp_path / "fused.pt", [trained["svm_sn"], trained["cnn2d"], trained["logreg"]], [2, 1, 1])
     onnx_path = export_onnx(tmp_path / "fused.pt", tmp_path / "fused.onnx")
     side = read_sidecar(tmp_path / "fused.json")
     names = ["descriptors_speaker_norm", "mel", "descriptors"]
     assert [s["name"] for s in side["inputs"]] == names and side["fusion"] is True
     assert [m["weight"] for m in side["members"]] == [0.5, 0.25, 0.25]
-    assert [m["temperature"] for m in side["members"]] == [3.0, 1.0, 1.0]
     assert [m["input"] for m in side["members"]] == ["descriptors_speaker_norm", "mel", "descriptors"]
     assert side["speaker_norm"] is True and side["speaker_norm_method"]["min_clips"] == 5
     store = Store(trained["store"])
@@ -145,7 +143,7 @@ def test_the_documented_example_runs_without_torch_and_matches_predict(trained: 
     checkpoint = trained["cnn1d"]
     if which == "fusion":  # per-speaker descriptors and per-speaker mel, in one graph
         checkpoint = tmp_path / "fused.pt"
-        save_fusion(checkpoint, [trained["svm_sn"], trained["cnn2d_sn"]], [1, 3], temperatures=[3, 1])
+        save_fusion(checkpoint, [trained["svm_sn"], trained["cnn2d_sn"]], [1, 3])
     export_onnx(checkpoint, tmp_path / "model.onnx")
     files = _write_clips(tmp_path / "clips", 6, seed=5)
     script = tmp_path / "predict_onnx.py"

@@ -47,25 +47,22 @@ CHECK_TOLERANCE = 1e-4
 
 
 class ProbabilityGraph(nn.Module):
-    """``sum_k w_k * softmax(net_k(inputs[slot_k]) / t_k)``: what gets traced into the ONNX graph.
+    """``sum_k w_k * softmax(net_k(inputs[slot_k]))``: what gets traced into the ONNX graph.
 
     ``slots[k]`` is the index of member ``k``'s input among ``forward``'s arguments; a single
     checkpoint is one member with weight 1 (its softmax is returned unscaled).
     """
 
-    def __init__(self, nets: Sequence[nn.Module], weights: Sequence[float], slots: Sequence[int],
-                 temperatures: Sequence[float] | None = None) -> None:
+    def __init__(self, nets: Sequence[nn.Module], weights: Sequence[float], slots: Sequence[int]) -> None:
         super().__init__()
         self.nets = nn.ModuleList(nets)
         self.weights = [float(w) for w in weights]
         self.slots = [int(s) for s in slots]
-        self.temperatures = [float(t) for t in (temperatures or [1.0] * len(self.nets))]
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor | None = None
-        for net, w, slot, t in zip(self.nets, self.weights, self.slots, self.temperatures):
-            logits = net(inputs[slot]).float()
-            p = torch.softmax(logits if t == 1.0 else logits / t, dim=1)
+        for net, w, slot in zip(self.nets, self.weights, self.slots):
+            p = torch.softmax(net(inputs[slot]).float(), dim=1)
             if len(self.nets) > 1:
                 p = w * p
             out = p if out is None else out + p
@@ -83,11 +80,10 @@ def input_name(family: str, speaker_norm: bool) -> str:
     return f"{family}_speaker_norm" if speaker_norm else family
 
 
-def _members(model: Checkpoint | Fusion) -> tuple[list[Checkpoint], list[float], list[float]]:
-    """The members, their weights and their temperatures (a checkpoint: itself, 1, 1)."""
+def _members(model: Checkpoint | Fusion) -> tuple[list[Checkpoint], list[float]]:
     if isinstance(model, Fusion):
-        return list(model.members), list(model.weights), list(model.temperatures or [1.0] * len(model.members))
-    return [model], [1.0], [1.0]
+        return list(model.members), list(model.weights)
+    return [model], [1.0]
 
 
 def _inputs(members: Sequence[Checkpoint]) -> tuple[list[dict[str, Any]], list[int]]:
@@ -138,16 +134,16 @@ def export_onnx(checkpoint_path: str | Path, onnx_path: str | Path, *, opset: in
     if onnx_path.suffix.lower() == ".json":
         raise SerError(f"{onnx_path}: the ONNX file's name cannot end in .json, the name its sidecar takes")
     model = load_model(checkpoint_path)
-    members, weights, temps = _members(model)
+    members, weights = _members(model)
     inputs, slots = _inputs(members)
-    graph = ProbabilityGraph([m.model.eval() for m in members], weights, slots, temps).eval()
+    graph = ProbabilityGraph([m.model.eval() for m in members], weights, slots).eval()
     onnx_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = onnx_path.with_name(onnx_path.name + ".tmp")
     try:
         _trace(graph, _example_inputs(members, slots, len(inputs), 2, seed=0), inputs, tmp, opset)
         checked = _check(tmp, graph, _example_inputs(members, slots, len(inputs), 3, seed=1), inputs) \
             if check else None
-        sidecar = _sidecar(model, members, weights, temps, inputs, onnx_path, opset, checked)
+        sidecar = _sidecar(model, members, weights, inputs, onnx_path, opset, checked)
         side_tmp = side.with_name(side.name + ".tmp")
         side_tmp.write_text(json.dumps(sidecar, indent=2) + "\n", encoding="utf-8")
         side_tmp.replace(side)
@@ -212,7 +208,7 @@ def _speaker_norm_method() -> dict[str, Any]:
     }
 
 
-def _sidecar(model: Checkpoint | Fusion, members: list[Checkpoint], weights: list[float], temps: list[float],
+def _sidecar(model: Checkpoint | Fusion, members: list[Checkpoint], weights: list[float],
              inputs: list[dict[str, Any]], onnx_path: Path, opset: int, checked: str | None) -> dict[str, Any]:
     """The JSON sidecar: what the graph expects and returns, and where it came from."""
     cfg = FeatureConfig.from_dict(model.feature_config)
@@ -231,10 +227,9 @@ def _sidecar(model: Checkpoint | Fusion, members: list[Checkpoint], weights: lis
     if not fused:
         out.update(family=members[0].family, input_shape=[int(v) for v in members[0].input_shape])
     else:
-        out["members"] = [{"model_name": m.model_name, "family": m.family, "weight": w, "temperature": t,
+        out["members"] = [{"model_name": m.model_name, "family": m.family, "weight": w,
                            "input": input_name(m.family, bool(m.train_config.get("speaker_norm"))),
-                           "input_shape": [int(v) for v in m.input_shape]}
-                          for m, w, t in zip(members, weights, temps)]
+                           "input_shape": [int(v) for v in m.input_shape]} for m, w in zip(members, weights)]
     if any(spec["family"] == "descriptors" for spec in inputs):
         names = descriptor_names(cfg)
         width = next(spec["shape"][1] for spec in inputs if spec["family"] == "descriptors")

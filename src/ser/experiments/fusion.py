@@ -1,7 +1,7 @@
 """Late fusion measured the honest way: the cross-validated runs of several models over the same
 speaker folds, their held-out probabilities averaged clip by clip (``ser fuse RUN_A RUN_B``).
 
-The weights (and temperatures) are given, never fitted on the held-out folds (equal by default), so the fused
+The weights are given, never fitted on the held-out folds (equal by default), so the fused
 figure is as speaker-independent as its members'. The same weights then make the shipped
 model: ``ser fuse A/best.pt B/best.pt --out fused.pt`` (:mod:`ser.training.fusion`).
 """
@@ -17,7 +17,6 @@ import pandas as pd
 
 from ser.errors import SerError
 from ser.evaluation.metrics import compute_metrics
-from ser.training.fusion import tempered
 
 
 def _run(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
@@ -31,10 +30,8 @@ def _run(path: Path) -> tuple[dict[str, Any], pd.DataFrame]:
 
 
 def fuse_crossvals(run_dirs: Sequence[str | Path], out_dir: str | Path,
-                   weights: Sequence[float] | None = None,
-                   temperatures: Sequence[float] | None = None) -> dict[str, Any]:
-    """Pooled and per-fold metrics of the weighted mean of the runs' held-out probabilities,
-    each run's tempered by its temperature (:func:`ser.training.fusion.tempered`).
+                   weights: Sequence[float] | None = None) -> dict[str, Any]:
+    """Pooled and per-fold metrics of the weighted mean of the runs' held-out probabilities.
 
     The runs must hold the same clips in the same folds with the same labels (``ser crossval``
     with the same ``--folds`` and ``--seed`` on the same store). Writes metrics.json, folds.csv
@@ -47,9 +44,6 @@ def fuse_crossvals(run_dirs: Sequence[str | Path], out_dir: str | Path,
     if len(w) != len(runs) or (w < 0).any() or w.sum() <= 0:
         raise SerError(f"give one non-negative weight per run ({len(runs)}), not all zero")
     w = w / w.sum()
-    temps = [1.0] * len(runs) if temperatures is None else [float(v) for v in temperatures]
-    if len(temps) != len(runs) or any(not v > 0 for v in temps):
-        raise SerError(f"give one positive temperature per run ({len(runs)}), got {temps}")
     labels = runs[0][0]["labels"]
     base = runs[0][1]
     for d, (m, t) in zip(run_dirs[1:], runs[1:]):
@@ -59,12 +53,12 @@ def fuse_crossvals(run_dirs: Sequence[str | Path], out_dir: str | Path,
             raise SerError(f"{d} and {run_dirs[0]} hold different clips or folds: cross-validate both on "
                            "the same store with the same --folds and --seed")
     cols = [f"p_{lab}" for lab in labels]
-    probs = sum(wk * tempered(table[cols].to_numpy(), tk) for wk, tk, (_, table) in zip(w, temps, runs))
-    return _write(Path(out_dir), base, probs, labels, [str(d) for d in run_dirs], w.tolist(), temps)
+    probs = sum(wk * t[cols].to_numpy() for wk, (_, t) in zip(w, runs))
+    return _write(Path(out_dir), base, probs, labels, [str(d) for d in run_dirs], w.tolist())
 
 
 def _write(out: Path, base: pd.DataFrame, probs: np.ndarray, labels: list[str], runs: list[str],
-           weights: list[float], temperatures: list[float]) -> dict[str, Any]:
+           weights: list[float]) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     idx = {e: i for i, e in enumerate(labels)}
     y = base["emotion"].map(idx).to_numpy()
@@ -77,7 +71,7 @@ def _write(out: Path, base: pd.DataFrame, probs: np.ndarray, labels: list[str], 
                       "f1_macro": round(m["f1_macro"], 4)})
     table = pd.DataFrame(folds)
     pooled = compute_metrics(y, pred, labels)
-    pooled.update(model="fusion", runs=runs, weights=weights, temperatures=temperatures, folds=folds,
+    pooled.update(model="fusion", runs=runs, weights=weights, folds=folds,
                   split=f"{len(folds)}-fold leave-speakers-out",
                   fold_uar_mean=float(table["uar"].mean()), fold_uar_std=float(table["uar"].std(ddof=0)),
                   fold_accuracy_mean=float(table["accuracy"].mean()),

@@ -1,10 +1,5 @@
 """Late fusion: several trained checkpoints whose class probabilities are averaged.
 
-Each member may have a temperature ``t``: its probabilities enter the mean as
-``softmax(logits / t)`` (``p ** (1 / t)``, renormalised), so that a member whose scores are
-overconfident, such as an RBF SVM's one-vs-one votes, does not drown the others. A temperature
-never changes a member's own argmax.
-
 A fusion file (``ser fuse A.pt B.pt --out fused.pt``) holds its members' whole checkpoints
 (each with its own weights, family, scaler and per-speaker setting) and one weight per member,
 in one payload checked by its SHA-256 like a checkpoint. The members must share the label list
@@ -33,7 +28,6 @@ class Fusion:
     path: Path
     members: list[Checkpoint]
     weights: list[float]
-    temperatures: list[float] | None = None   # one per member; None: all 1
 
     @property
     def labels(self) -> list[str]:
@@ -52,21 +46,8 @@ class Fusion:
         return self.members[0].store_path
 
     def combine(self, probabilities: Sequence[np.ndarray]) -> np.ndarray:
-        """The weighted mean of the members' probabilities ``(rows, classes)``, in member order,
-        each tempered by its member's temperature."""
-        temps = self.temperatures or [1.0] * len(self.members)
-        return sum(w * tempered(p, t) for w, t, p in zip(self.weights, temps, probabilities))
-
-
-def tempered(p: np.ndarray, temperature: float) -> np.ndarray:
-    """``softmax(log(p) / temperature)`` row by row, in float64: the probabilities of logits
-    divided by ``temperature`` (1 returns ``p`` itself)."""
-    p = np.asarray(p, dtype=np.float64)
-    if temperature == 1.0:
-        return p
-    z = np.log(np.maximum(p, 1e-300)) / temperature
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    return z / z.sum(axis=1, keepdims=True)
+        """The weighted mean of the members' probabilities ``(rows, classes)``, in member order."""
+        return sum(w * np.asarray(p, dtype=np.float64) for w, p in zip(self.weights, probabilities))
 
 
 def _weights(n: int, weights: Sequence[float] | None) -> list[float]:
@@ -76,15 +57,6 @@ def _weights(n: int, weights: Sequence[float] | None) -> list[float]:
     if any(v < 0 for v in w) or sum(w) <= 0:
         raise CheckpointError(f"fusion weights must be non-negative and not all zero, got {w}")
     return [v / sum(w) for v in w]
-
-
-def _temperatures(n: int, temperatures: Sequence[float] | None) -> list[float]:
-    t = [1.0] * n if temperatures is None else [float(v) for v in temperatures]
-    if len(t) != n:
-        raise CheckpointError(f"{len(t)} temperature(s) for {n} checkpoints: give one per checkpoint")
-    if any(not v > 0 for v in t):
-        raise CheckpointError(f"fusion temperatures must be positive, got {t}")
-    return t
 
 
 def _check_members(members: list[Checkpoint]) -> None:
@@ -98,8 +70,7 @@ def _check_members(members: list[Checkpoint]) -> None:
                                   "fuse checkpoints trained on the same store")
 
 
-def save_fusion(path: str | Path, checkpoints: Sequence[str | Path], weights: Sequence[float] | None = None,
-                temperatures: Sequence[float] | None = None) -> Fusion:
+def save_fusion(path: str | Path, checkpoints: Sequence[str | Path], weights: Sequence[float] | None = None) -> Fusion:
     """Write a fusion of ``checkpoints`` (at least two, plain checkpoints) to ``path``, atomically."""
     if len(checkpoints) < 2:
         raise CheckpointError("a fusion needs at least two checkpoints")
@@ -110,15 +81,14 @@ def save_fusion(path: str | Path, checkpoints: Sequence[str | Path], weights: Se
     members = [checkpoint_from_payload(raw, Path(c)) for c, raw in zip(checkpoints, raws)]
     _check_members(members)
     w = _weights(len(members), weights)
-    t = _temperatures(len(members), temperatures)
     payload = {"checkpoint_version": CHECKPOINT_VERSION, "fusion": True, "members": raws, "weights": w,
-               "temperatures": t, "sources": [str(Path(c).resolve()) for c in checkpoints]}
+               "sources": [str(Path(c).resolve()) for c in checkpoints]}
     payload["sha256"] = content_digest(payload)
     path = Path(path)
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
-    return Fusion(path, members, w, t)
+    return Fusion(path, members, w)
 
 
 def load_model(path: str | Path) -> Checkpoint | Fusion:
@@ -130,8 +100,7 @@ def load_model(path: str | Path) -> Checkpoint | Fusion:
     try:
         members = [checkpoint_from_payload(m, path) for m in raw["members"]]
         weights = [float(v) for v in raw["weights"]]
-        temps = _temperatures(len(members), raw.get("temperatures"))  # fusions written before: all 1
     except (KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: fusion is damaged or incomplete ({type(exc).__name__}: {exc})") from None
     _check_members(members)
-    return Fusion(path, members, weights, temps)
+    return Fusion(path, members, weights)
