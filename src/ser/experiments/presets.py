@@ -50,8 +50,8 @@ PRESETS: dict[str, Preset] = {
     "tdnn": Preset(
         description="a time-delay CNN over per-speaker standardised mel-dB (the bands as channels, dilated 1D "
                     "convolutions along time, attentive statistics pooling; 257 k parameters), fast enough for a "
-                    "CPU; trained on the original clips (with the augmented copies its validation UAR was 2 to 4 points lower), "
-                    "with SpecAugment, mixup, label smoothing and a cosine schedule",
+                    "CPU; trained on the original clips (with the augmented copies its validation UAR was 2 to 4 "
+                    "points lower), with SpecAugment, mixup, label smoothing and a cosine schedule",
         train={"model": "tdnn", "optimizer": "adam", "lr": 2e-3, "epochs": 30, "batch_size": 64,
                "weight_decay": 1e-4, "speaker_norm": True, "spec_augment": True, "mixup": 0.2,
                "label_smoothing": 0.1, "schedule": "cosine", "variants": "original", "patience": 0,
