@@ -187,6 +187,23 @@ def _given(ctx: click.Context, name: str) -> bool:
     return ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE
 
 
+def _fused_preset(ctx: click.Context, preset: str | None, store_path: Path, allowed: tuple[str, ...]) -> bool:
+    """Whether ``preset`` fuses member presets; such a preset takes only the ``allowed`` options."""
+    from ser.experiments.presets import check_store, get_preset
+    from ser.store import read_attrs
+
+    if preset is None or not get_preset(preset).members:
+        return False
+    typed = [p.opts[0] for p in ctx.command.params
+             if p.name not in allowed and p.name != "preset" and _given(ctx, p.name)]
+    if typed:
+        raise click.UsageError(f"--preset {preset} trains its members ({', '.join(get_preset(preset).members)}) "
+                               f"as their own presets say; leave out {', '.join(typed)}")
+    if store_path.exists():
+        check_store(preset, read_attrs(store_path)["feature_config"], str(store_path))
+    return True
+
+
 def _train_config(ctx: click.Context, *, preset: str | None, store_path: Path, model: str,
                   hparams: dict[str, Any], **fields: Any):
     """A TrainConfig from the options, starting from ``preset`` when given: options the user
@@ -319,6 +336,15 @@ def train_cmd(ctx: click.Context, store_path: Path, model: str, out: Path | None
 
     from ser.audio.decode import refuse_audio_overwrite
 
+    if _fused_preset(ctx, preset, store_path, ("store_path", "out", "device", "seed", "memory_budget")):
+        from ser.experiments.fusion import train_fused
+
+        out = out or Path("runs") / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        refuse_audio_overwrite(out)
+        fused = train_fused(store_path, preset, out, device=device, seed=seed if _given(ctx, "seed") else None,
+                            memory_budget_bytes=memory_budget)
+        click.echo(f"checkpoint: {out / 'best.pt'} ({fused.model_name})")
+        return
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
                        dropout=dropout, pooling=pooling, batch_norm=batch_norm, time_pool=time_pool,
                        channels=channels)
@@ -599,6 +625,17 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
     from ser.experiments.crossval import crossval
     from ser.report.runs import draw_confusion, draw_curves
 
+    if _fused_preset(ctx, preset, store_path, ("store_path", "out", "device", "seed", "folds")):
+        from ser.experiments.fusion import crossval_fused
+
+        out = out or Path("runs") / f"crossval-{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+        m = crossval_fused(store_path, preset, out, folds=folds, device=device,
+                           seed=seed if _given(ctx, "seed") else None, after_fold=draw_curves)
+        draw_confusion(out, m)
+        _echo_crossval(m)
+        click.echo(f"wrote {out}/<member>/ (each member's folds) and the fusion's folds.csv, metrics.json, "
+                   "predictions.csv, confusion.png")
+        return
     hparams = _hparams(ctx, model=model, preset=preset, c_value=c_value, filters=filters, kernels=kernels,
                        dropout=dropout, pooling=pooling, batch_norm=batch_norm, time_pool=time_pool,
                        channels=channels)

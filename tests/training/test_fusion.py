@@ -106,3 +106,35 @@ def test_fused_crossval_averages_held_out_probabilities_over_the_same_folds(tmp_
     r = CliRunner().invoke(main, ["fuse", str(tmp_path / "a"), str(tmp_path / "b"), "--out", str(tmp_path / "cli")])
     assert r.exit_code == 0, r.output
     assert "pooled over all held-out clips" in r.output and (tmp_path / "cli" / "metrics.json").exists()
+
+
+def test_a_fused_preset_trains_and_cross_validates_its_members(tmp_path: Path, monkeypatch) -> None:
+    from ser.experiments import presets
+    from ser.experiments.fusion import crossval_fused, train_fused
+
+    tiny = {"model": "cnn2d", "epochs": 2, "batch_size": 16, "patience": 0, "variants": "one",
+            "hparams": {"filters": [4, 8], "kernels": [[3, 3]] * 2, "pooling": "stats"}}
+    monkeypatch.setitem(presets.PRESETS, "t-lr", presets.Preset("logreg", {"model": "logreg", "speaker_norm": True}))
+    monkeypatch.setitem(presets.PRESETS, "t-cnn", presets.Preset("cnn", tiny))
+    monkeypatch.setitem(presets.PRESETS, "t-fused", presets.Preset("fused", {}, members=("t-lr", "t-cnn"),
+                                                                   weights=(2.0, 1.0)))
+    store = make_array_store(tmp_path / "a.h5", per_class=20, seed=3, copies=1)
+    fused = train_fused(store, "t-fused", tmp_path / "run", device="cpu", **QUIET)
+    assert [m.model_name for m in fused.members] == ["logreg", "cnn2d"] and fused.weights == pytest.approx([2 / 3, 1 / 3])
+    assert isinstance(load_model(tmp_path / "run" / "best.pt"), Fusion)
+    assert evaluate(tmp_path / "run" / "best.pt", split="test", device="cpu", **QUIET).metrics["n"] > 0
+    m = crossval_fused(store, "t-fused", tmp_path / "cv", folds=2, device="cpu", **QUIET)
+    members = [json.loads((tmp_path / "cv" / name / "metrics.json").read_text()) for name in ("t-lr", "t-cnn")]
+    assert m["n"] == members[0]["n"] == members[1]["n"] and m["weights"] == pytest.approx([2 / 3, 1 / 3])
+    with pytest.raises(SerError, match="no single config"):
+        presets.preset_config("t-fused")
+
+
+def test_cli_fused_presets_refuse_options_their_members_set(tmp_path: Path) -> None:
+    store = make_array_store(tmp_path / "a.h5", per_class=5)
+    for command in ("train", "crossval"):
+        r = CliRunner().invoke(main, [command, "--store", str(store), "--preset", "compare-tdnn", "--lr", "0.1",
+                                      "--out", str(tmp_path / "x")])
+        assert r.exit_code != 0 and "leave out --lr" in r.output, r.output
+    r = CliRunner().invoke(main, ["train", "--store", str(store), "--preset", "compare-tdnn", "--out", str(tmp_path / "x")])
+    assert r.exit_code != 0 and "--extras prosody,dynamics,compare" in r.output, r.output

@@ -9,8 +9,9 @@ model: ``ser fuse A/best.pt B/best.pt --out fused.pt`` (:mod:`ser.training.fusio
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -87,3 +88,36 @@ def _write(out: Path, base: pd.DataFrame, probs: np.ndarray, labels: list[str], 
     (out / "metrics.json").write_text(json.dumps(pooled, indent=2))
     return pooled
 
+
+def train_fused(store_path: str | Path, preset_name: str, out_dir: str | Path, *, device: str = "auto",
+                seed: int | None = None, memory_budget_bytes: int | None = None,
+                log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)):
+    """Train each member of a fused preset into ``out_dir/<member>``, then fuse them into
+    ``out_dir/best.pt``; returns the :class:`ser.training.fusion.Fusion`."""
+    from ser.experiments.presets import get_preset, preset_config
+    from ser.training.fusion import save_fusion
+    from ser.training.loop import train
+
+    preset, out = get_preset(preset_name), Path(out_dir)
+    for member in preset.members:
+        log(f"[{preset_name}] training {member}")
+        cfg = preset_config(member, **({"seed": seed} if seed is not None else {}))
+        train(store_path, cfg, out / member, device=device, memory_budget_bytes=memory_budget_bytes, log=log)
+    return save_fusion(out / "best.pt", [out / m / "best.pt" for m in preset.members], preset.weights)
+
+
+def crossval_fused(store_path: str | Path, preset_name: str, out_dir: str | Path, *, folds: int | None,
+                   device: str = "auto", seed: int | None = None,
+                   log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+                   after_fold: Callable[[Path], None] | None = None) -> dict[str, Any]:
+    """Cross-validate each member of a fused preset over the same folds into ``out_dir/<member>``,
+    then score their fusion; returns the fused metrics (written to ``out_dir``)."""
+    from ser.experiments.crossval import crossval
+    from ser.experiments.presets import get_preset, preset_config
+
+    preset, out = get_preset(preset_name), Path(out_dir)
+    for member in preset.members:
+        log(f"[{preset_name}] cross-validating {member}")
+        cfg = preset_config(member, **({"seed": seed} if seed is not None else {}))
+        crossval(store_path, cfg, out / member, folds=folds, device=device, log=log, after_fold=after_fold)
+    return fuse_crossvals([out / m for m in preset.members], out, preset.weights)

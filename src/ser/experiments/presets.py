@@ -1,7 +1,9 @@
 """Named training recipes: ``train --preset NAME`` (and ``crossval --preset NAME``).
 
 A preset fixes the model and its settings, and names what the store must hold; a store
-featurized otherwise is refused with the featurize options that would fix it.
+featurized otherwise is refused with the featurize options that would fix it. A fused preset
+names member presets instead: each is trained (or cross-validated) as its own preset says,
+and their class probabilities are averaged (:mod:`ser.experiments.fusion`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ class Preset:
     train: dict[str, Any]                                   # TrainConfig fields (hparams inside)
     requires: dict[str, list[str]] = field(default_factory=dict)   # FeatureConfig field -> values needed
     featurize_hint: str = ""
+    members: tuple[str, ...] = ()                           # a fused preset: the member presets
+    weights: tuple[float, ...] | None = None                # their weights (equal when None)
 
 
 PRESETS: dict[str, Preset] = {
@@ -31,8 +35,8 @@ PRESETS: dict[str, Preset] = {
     ),
     "compare": Preset(
         description="RBF SVM (C=10) on per-speaker standardised descriptors with openSMILE's ComParE-2016 "
-                    "functionals, fitted on the original clips: the best speaker-independent recipe measured "
-                    "on CREMA-D (docs/results.md)",
+                    "functionals, fitted on the original clips: the best single model measured on CREMA-D "
+                    "(docs/results.md)",
         train={"model": "svm", "hparams": {"C": 10.0}, "speaker_norm": True, "variants": "original"},
         requires={"stats": ["mean", "std"], "extras": ["prosody", "dynamics", "compare"]},
         featurize_hint="--stats mean,std --extras prosody,dynamics,compare",
@@ -57,6 +61,13 @@ PRESETS: dict[str, Preset] = {
                "label_smoothing": 0.1, "schedule": "cosine", "variants": "original", "patience": 0,
                "hparams": {"channels": 128, "time_pool": 2, "dropout": 0.3}},
     ),
+    "compare-tdnn": Preset(
+        description="the late fusion of 'compare' (weight 0.4) and 'tdnn' (0.6): their class probabilities "
+                    "averaged, the weights chosen on an inner validation split of training actors",
+        train={}, members=("compare", "tdnn"), weights=(0.4, 0.6),
+        requires={"stats": ["mean", "std"], "extras": ["prosody", "dynamics", "compare"]},
+        featurize_hint="--stats mean,std --extras prosody,dynamics,compare",
+    ),
     "study-cnn1d": Preset(
         description="the study's 1D CNN as it trained it: Adam, lr 0.001, 100 epochs",
         train={"model": "cnn1d", "optimizer": "adam", "lr": 1e-3, "epochs": 100},
@@ -80,7 +91,10 @@ def preset_config(name: str, **overrides: Any):
     """The TrainConfig a (single-model) preset describes, with ``overrides`` of its fields."""
     from ser.training.loop import TrainConfig
 
-    return TrainConfig(**{**get_preset(name).train, **overrides})
+    preset = get_preset(name)
+    if preset.members:
+        raise SerError(f"preset {name!r} fuses {', '.join(preset.members)}: it has no single config")
+    return TrainConfig(**{**preset.train, **overrides})
 
 
 def check_store(preset_name: str, feature_config: dict[str, Any], store_path: str) -> None:
