@@ -115,3 +115,22 @@ def test_mel_statistics_leave_out_each_clips_padding_and_standardize_zeroes_it()
         np.testing.assert_allclose(z[i, :, :min(n, width)], (mel[i, :, :min(n, width)] - mean) / std, rtol=1e-5)
     # without the counts the padding floor enters the statistics, as before
     assert (speaker_statistics(mel, spk)["a"][1] > 2 * std).all()
+
+
+def test_a_per_speaker_mel_checkpoint_from_before_padding_was_left_out_is_refused(tmp_path: Path) -> None:
+    import torch
+
+    from ser.errors import CheckpointError
+    from ser.training.checkpoint import content_digest, load_checkpoint
+
+    store = make_array_store(tmp_path / "a.h5", per_class=10, seed=2)
+    cfg = TrainConfig(model="cnn2d", epochs=1, batch_size=16, patience=0, speaker_norm=True,
+                      hparams={"filters": "4", "kernels": "3x3", "pooling": "stats"})
+    train(store, cfg, tmp_path / "run", device="cpu", log=lambda m: None)
+    assert load_checkpoint(tmp_path / "run" / "best.pt").raw["speaker_norm_mel_method"] == 2
+    raw = torch.load(tmp_path / "run" / "best.pt", weights_only=True)
+    del raw["speaker_norm_mel_method"], raw["sha256"]
+    raw["sha256"] = content_digest(raw)
+    torch.save(raw, tmp_path / "old.pt")
+    with pytest.raises(CheckpointError, match="old.pt: trained with per-speaker mel statistics that counted"):
+        load_checkpoint(tmp_path / "old.pt")

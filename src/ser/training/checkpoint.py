@@ -20,6 +20,7 @@ import torch
 
 from ser.errors import CheckpointError
 from ser.training.models import SerNet, build_model
+from ser.training.speakers import MEL_METHOD
 from ser.store import Store, describe_differences
 
 CHECKPOINT_VERSION = 1
@@ -97,6 +98,7 @@ def save_checkpoint(path: str | Path, *, model: SerNet, model_name: str, hparams
         "state_dict": state,
         # the scaler, as numbers: StandardScaler's mean_ and scale_ (or per-band mel statistics)
         "scaler": {"mean": state["input_mean"], "scale": state["input_std"]},
+        "speaker_norm_mel_method": MEL_METHOD,
     }
     if extra:
         payload.update(extra)
@@ -157,8 +159,18 @@ def checkpoint_from_payload(raw: dict[str, Any], path: Path) -> Checkpoint:
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, IndexError) as exc:
         raise CheckpointError(f"{path}: checkpoint is damaged, incomplete or does not fit its model "
                               f"({type(exc).__name__}: {exc})") from None
+    _check_mel_method(ckpt)
     model.eval()
     return ckpt
+
+
+def _check_mel_method(ckpt: Checkpoint) -> None:
+    """Refuse a per-speaker mel model whose standardisation ser no longer computes."""
+    if ckpt.family == "mel" and ckpt.train_config.get("speaker_norm") \
+            and ckpt.raw.get("speaker_norm_mel_method", 1) != MEL_METHOD:
+        raise CheckpointError(f"{ckpt.path}: trained with per-speaker mel statistics that counted each clip's "
+                              "padding (a ser before padding was left out); evaluate and predict would feed it "
+                              "other inputs than it learned from: train it again")
 
 
 def load_resume_state(path: str | Path, train_config: dict[str, Any], store: Store) -> dict[str, Any] | None:

@@ -19,6 +19,10 @@ from ser.errors import SerError
 #: Fewer original clips than this and a speaker's statistics are too noisy to use.
 MIN_CLIPS = 5
 
+#: How mel rows are standardised, recorded in every checkpoint: 2 leaves each clip's padding out
+#: of its speaker's statistics and zeroes it; checkpoints without it counted the padding (1).
+MEL_METHOD = 2
+
 
 def frame_mask(n_frames: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray | None:
     """``(rows, 1, frames)`` True on each mel row's own frames (the first ``n_frames``, at least
