@@ -115,6 +115,20 @@ class StatsPool(nn.Module):
         return torch.cat([x.mean(dim=2), x.std(dim=2, unbiased=False)], dim=1)
 
 
+class TimePool(nn.Module):
+    """``(B, bands, frames)`` → ``(B, bands, frames // k)``: every ``k`` frames averaged together
+    (``k`` = 1: the input as it is), a cheaper, coarser input for the mel models."""
+
+    def __init__(self, k: int, frames: int) -> None:
+        super().__init__()
+        if not 1 <= k <= frames:
+            raise SerError(f"time_pool must be between 1 and the {frames} frames, got {k}")
+        self.k = int(k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x if self.k == 1 else nn.functional.avg_pool1d(x, self.k)
+
+
 class CNN2D(nn.Module):
     """A 2D CNN over mel-dB, input ``(batch, n_mels, frames)``, logits ``(batch, n_classes)``.
 
@@ -134,10 +148,8 @@ class CNN2D(nn.Module):
             raise SerError(f"{len(filters)} filters but {len(kernels)} kernels: give one kernel per filter")
         if pooling not in POOLINGS:
             raise SerError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
-        if not 1 <= time_pool <= input_shape[1]:
-            raise SerError(f"time_pool must be between 1 and the {input_shape[1]} frames, got {time_pool}")
-        self.time_pool = int(time_pool)
-        h, w = input_shape[0], input_shape[1] // self.time_pool
+        self.time_pool = TimePool(time_pool, input_shape[1])
+        h, w = input_shape[0], input_shape[1] // self.time_pool.k
         layers: list[nn.Module] = []
         c_in = 1
         for f, (kh, kw) in zip(filters, kernels):
@@ -164,9 +176,7 @@ class CNN2D(nn.Module):
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(width, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_pool > 1:
-            x = nn.functional.avg_pool1d(x, self.time_pool)
-        return self.head(self.pool(self.features(x.unsqueeze(1))))
+        return self.head(self.pool(self.features(self.time_pool(x).unsqueeze(1))))
 
 
 class AttentiveStatsPool(nn.Module):
@@ -200,9 +210,7 @@ class TDNN(nn.Module):
         super().__init__()
         if channels < 1:
             raise SerError(f"channels must be at least 1, got {channels}")
-        if not 1 <= time_pool <= input_shape[1]:
-            raise SerError(f"time_pool must be between 1 and the {input_shape[1]} frames, got {time_pool}")
-        self.time_pool = int(time_pool)
+        self.time_pool = TimePool(time_pool, input_shape[1])
         c = int(channels)
 
         def block(c_in: int, c_out: int, k: int, dilation: int) -> list[nn.Module]:
@@ -216,9 +224,7 @@ class TDNN(nn.Module):
                                   nn.Linear(c, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.time_pool > 1:
-            x = nn.functional.avg_pool1d(x, self.time_pool)
-        return self.head(self.pool(self.features(x)))
+        return self.head(self.pool(self.features(self.time_pool(x))))
 
 
 @dataclass(frozen=True)
