@@ -197,8 +197,9 @@ def _fused_preset(ctx: click.Context, preset: str | None, store_path: Path, allo
     typed = [p.opts[0] for p in ctx.command.params
              if p.name not in allowed and p.name != "preset" and _given(ctx, p.name)]
     if typed:
-        raise click.UsageError(f"--preset {preset} trains its members ({', '.join(get_preset(preset).members)}) "
-                               f"as their own presets say; leave out {', '.join(typed)}")
+        names = ", ".join(m.name for m in get_preset(preset).members)
+        raise click.UsageError(f"--preset {preset} trains its members ({names}) as their own presets say; "
+                               f"leave out {', '.join(typed)}")
     if store_path.exists():
         check_store(preset, read_attrs(store_path)["feature_config"], str(store_path))
     return True
@@ -606,12 +607,14 @@ def explore_cmd(data: Path | None, store_path: Path | None, out: Path, dataset: 
 @click.option("--epochs", type=click.IntRange(min=1), default=30)
 @click.option("--augmented/--no-augmented", default=True,
               help="Train on the augmented copies too, or on original clips only (to measure augmentation).")
+@click.option("--fold-seed", type=int, default=None,
+              help="Seed of the speaker folds [default: --seed], to score models of other seeds on the same folds.")
 @_model_options
 @click.pass_context
 @_friendly_errors
 def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | None, out: Path | None,
-                 epochs: int, augmented: bool, optimizer: str, lr: float, batch_size: int, seed: int,
-                 c_value: float | None, filters: str | None, kernels: str | None, dropout: float | None,
+                 epochs: int, augmented: bool, fold_seed: int | None, optimizer: str, lr: float, batch_size: int,
+                 seed: int, c_value: float | None, filters: str | None, kernels: str | None, dropout: float | None,
                  pooling: str | None, batch_norm: bool | None, spec_augment: bool, mixup: float, device: str,
                  speaker_norm: bool, preset: str | None, select: str, label_smoothing: float, schedule: str,
                  variants: str, time_pool: int | None, channels: int | None) -> None:
@@ -645,7 +648,8 @@ def crossval_cmd(ctx: click.Context, store_path: Path, model: str, folds: int | 
                         label_smoothing=label_smoothing, schedule=schedule, variants=variants)
     model = cfg.model
     out = out or Path("runs") / f"crossval-{model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    res = crossval(store_path, cfg, out, folds=folds, device=device, augmented=augmented, after_fold=draw_curves)
+    res = crossval(store_path, cfg, out, folds=folds, device=device, augmented=augmented, fold_seed=fold_seed,
+                   after_fold=draw_curves)
     draw_confusion(out, res.metrics)
     click.echo(res.folds.to_string(index=False))
     _echo_crossval(res.metrics)
@@ -668,7 +672,7 @@ def _echo_crossval(m: dict[str, Any]) -> None:
 def fuse_cmd(sources: tuple[Path, ...], weights: str | None, out: Path) -> None:
     """Average the class probabilities of several models (late fusion).
 
-    Given crossval folders (the same store, --folds and --seed), scores the fusion on their
+    Given crossval folders (the same store, --folds and fold seed), scores the fusion on their
     held-out clips; given checkpoints (trained on the same store), writes one fused model that
     evaluate and predict take like a checkpoint.
     """

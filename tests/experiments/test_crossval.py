@@ -80,3 +80,18 @@ def test_cli_crossval(tmp_path: Path) -> None:
     assert (tmp_path / "cv" / "confusion.png").stat().st_size > 0
     for k in (1, 2):
         assert (tmp_path / "cv" / f"fold{k}" / "curves.png").stat().st_size > 0
+
+
+def test_cli_fold_seed_keeps_the_folds_of_another_model_seed(tmp_path: Path) -> None:
+    store = make_array_store(tmp_path / "a.h5", per_class=10, seed=4)
+
+    def speakers(*args: str) -> list[str]:
+        out = tmp_path / "-".join(args)
+        r = CliRunner().invoke(main, ["crossval", "--store", str(store), "--model", "logreg", "--folds", "3",
+                                      "--out", str(out), *args])
+        assert r.exit_code == 0, r.output
+        return list(pd.read_csv(out / "folds.csv")["speakers"])
+
+    base = speakers("--seed", "42")
+    assert speakers("--seed", "7", "--fold-seed", "42") == base
+    assert speakers("--seed", "42", "--fold-seed", "7") != base  # the option does draw other folds

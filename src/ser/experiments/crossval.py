@@ -70,14 +70,15 @@ class _Folds:
 
 
 def crossval(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, folds: int | None = None,
-             device: str = "auto", augmented: bool = True,
+             device: str = "auto", augmented: bool = True, fold_seed: int | None = None,
              log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
              after_fold: Callable[[Path], None] | None = None) -> CrossValResult:
     """Train and test ``cfg`` on leave-speakers-out folds; write folds.csv, metrics.json, predictions.csv.
 
     Fold ``k`` trains into ``out_dir/fold<k>`` (``after_fold`` is called with that folder once
-    it is trained). The pooled confusion is ``result.confusion``; its figure is drawn above
-    (:func:`ser.report.runs.draw_confusion`).
+    it is trained). The folds are drawn with ``fold_seed`` (``cfg.seed`` when None), so runs of
+    models with other seeds can share them. The pooled confusion is ``result.confusion``; its
+    figure is drawn above (:func:`ser.report.runs.draw_confusion`).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -85,7 +86,7 @@ def crossval(store_path: str | Path, cfg: TrainConfig, out_dir: str | Path, *, f
     store = Store(store_path)
     meta = store.meta()
     family = get_spec(cfg.model).family
-    groups = speaker_folds(meta["speaker"].astype(str), folds, cfg.seed)
+    groups = speaker_folds(meta["speaker"].astype(str), folds, cfg.seed if fold_seed is None else fold_seed)
     transform = None
     if cfg.speaker_norm:  # each speaker by their own originals: no labels, no other speaker
         from ser.training.speakers import store_transform

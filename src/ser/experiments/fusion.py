@@ -94,30 +94,33 @@ def train_fused(store_path: str | Path, preset_name: str, out_dir: str | Path, *
                 log: Callable[[str], None] = lambda m: print(m, file=sys.stderr)):
     """Train each member of a fused preset into ``out_dir/<member>``, then fuse them into
     ``out_dir/best.pt``; returns the :class:`ser.training.fusion.Fusion`."""
-    from ser.experiments.presets import get_preset, preset_config
+    from ser.experiments.presets import get_preset, member_config
     from ser.training.fusion import save_fusion
     from ser.training.loop import train
 
     preset, out = get_preset(preset_name), Path(out_dir)
     for member in preset.members:
-        log(f"[{preset_name}] training {member}")
-        cfg = preset_config(member, **({"seed": seed} if seed is not None else {}))
-        train(store_path, cfg, out / member, device=device, memory_budget_bytes=memory_budget_bytes, log=log)
-    return save_fusion(out / "best.pt", [out / m / "best.pt" for m in preset.members], preset.weights)
+        cfg = member_config(member, seed)
+        log(f"[{preset_name}] training {member.name} (seed {cfg.seed})")
+        train(store_path, cfg, out / member.name, device=device, memory_budget_bytes=memory_budget_bytes, log=log)
+    return save_fusion(out / "best.pt", [out / m.name / "best.pt" for m in preset.members], preset.weights)
 
 
 def crossval_fused(store_path: str | Path, preset_name: str, out_dir: str | Path, *, folds: int | None,
                    device: str = "auto", seed: int | None = None,
                    log: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
                    after_fold: Callable[[Path], None] | None = None) -> dict[str, Any]:
-    """Cross-validate each member of a fused preset over the same folds into ``out_dir/<member>``,
-    then score their fusion; returns the fused metrics (written to ``out_dir``)."""
+    """Cross-validate each member of a fused preset over the same folds (drawn with ``seed``,
+    whatever the members' offsets) into ``out_dir/<member>``, then score their fusion; returns
+    the fused metrics (written to ``out_dir``)."""
     from ser.experiments.crossval import crossval
-    from ser.experiments.presets import get_preset, preset_config
+    from ser.experiments.presets import get_preset, member_config, preset_config
 
     preset, out = get_preset(preset_name), Path(out_dir)
+    fold_seed = preset_config(preset.members[0].preset).seed if seed is None else seed
     for member in preset.members:
-        log(f"[{preset_name}] cross-validating {member}")
-        cfg = preset_config(member, **({"seed": seed} if seed is not None else {}))
-        crossval(store_path, cfg, out / member, folds=folds, device=device, log=log, after_fold=after_fold)
-    return fuse_crossvals([out / m for m in preset.members], out, preset.weights)
+        cfg = member_config(member, seed)
+        log(f"[{preset_name}] cross-validating {member.name} (seed {cfg.seed})")
+        crossval(store_path, cfg, out / member.name, folds=folds, device=device, fold_seed=fold_seed, log=log,
+                 after_fold=after_fold)
+    return fuse_crossvals([out / m.name for m in preset.members], out, preset.weights)

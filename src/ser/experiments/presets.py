@@ -2,16 +2,30 @@
 
 A preset fixes the model and its settings, and names what the store must hold; a store
 featurized otherwise is refused with the featurize options that would fix it. A fused preset
-names member presets instead: each is trained (or cross-validated) as its own preset says,
-and their class probabilities are averaged (:mod:`ser.experiments.fusion`).
+names members instead: each is trained (or cross-validated) as its member preset says, with
+the run's seed plus the member's offset, and their class probabilities are averaged
+(:mod:`ser.experiments.fusion`). The same preset twice with other seeds is an ensemble.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ser.errors import SerError
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model of a fused preset: ``preset`` trained with the run's seed plus ``seed_offset``."""
+
+    preset: str
+    seed_offset: int = 0
+
+    @property
+    def name(self) -> str:
+        """Its folder in the fused run: the preset's name, then ``-2``, ``-3`` for its other draws."""
+        return self.preset if self.seed_offset == 0 else f"{self.preset}-{self.seed_offset + 1}"
 
 
 @dataclass(frozen=True)
@@ -20,7 +34,7 @@ class Preset:
     train: dict[str, Any]                                   # TrainConfig fields (hparams inside)
     requires: dict[str, list[str]] = field(default_factory=dict)   # FeatureConfig field -> values needed
     featurize_hint: str = ""
-    members: tuple[str, ...] = ()                           # a fused preset: the member presets
+    members: tuple[Member, ...] = ()                        # a fused preset: its models
     weights: tuple[float, ...] | None = None                # their weights (equal when None)
 
 
@@ -64,7 +78,7 @@ PRESETS: dict[str, Preset] = {
     "compare-tdnn": Preset(
         description="the late fusion of 'compare' (weight 0.4) and 'tdnn' (0.6): their class probabilities "
                     "averaged, the weights chosen on an inner validation split of training actors",
-        train={}, members=("compare", "tdnn"), weights=(0.4, 0.6),
+        train={}, members=(Member("compare"), Member("tdnn")), weights=(0.4, 0.6),
         requires={"stats": ["mean", "std"], "extras": ["prosody", "dynamics", "compare"]},
         featurize_hint="--stats mean,std --extras prosody,dynamics,compare",
     ),
@@ -93,8 +107,15 @@ def preset_config(name: str, **overrides: Any):
 
     preset = get_preset(name)
     if preset.members:
-        raise SerError(f"preset {name!r} fuses {', '.join(preset.members)}: it has no single config")
+        raise SerError(f"preset {name!r} fuses {', '.join(m.name for m in preset.members)}: it has no single config")
     return TrainConfig(**{**preset.train, **overrides})
+
+
+def member_config(member: Member, seed: int | None = None):
+    """The TrainConfig of a fused preset's ``member``: its preset's, seeded with ``seed`` (the
+    preset's own when None) plus the member's offset."""
+    base = preset_config(member.preset)
+    return replace(base, seed=(base.seed if seed is None else seed) + member.seed_offset)
 
 
 def check_store(preset_name: str, feature_config: dict[str, Any], store_path: str) -> None:
