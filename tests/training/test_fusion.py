@@ -116,7 +116,8 @@ def test_a_fused_preset_trains_and_cross_validates_its_members(tmp_path: Path, m
             "hparams": {"filters": [4, 8], "kernels": [[3, 3]] * 2, "pooling": "stats"}}
     monkeypatch.setitem(presets.PRESETS, "t-lr", presets.Preset("logreg", {"model": "logreg", "speaker_norm": True}))
     monkeypatch.setitem(presets.PRESETS, "t-cnn", presets.Preset("cnn", tiny))
-    members = (presets.Member("t-lr"), presets.Member("t-cnn"), presets.Member("t-cnn", 1))  # an ensemble of two draws
+    members = (presets.Member("t-lr", hparams={"C": 0.5}),  # its own preset's C updated
+               presets.Member("t-cnn"), presets.Member("t-cnn", 1))  # an ensemble of two draws
     monkeypatch.setitem(presets.PRESETS, "t-fused", presets.Preset("fused", {}, members=members,
                                                                    weights=(2.0, 1.0, 1.0)))
     store = make_array_store(tmp_path / "a.h5", per_class=20, seed=3, copies=1)
@@ -124,6 +125,7 @@ def test_a_fused_preset_trains_and_cross_validates_its_members(tmp_path: Path, m
     assert [m.model_name for m in fused.members] == ["logreg", "cnn2d", "cnn2d"]
     assert fused.weights == pytest.approx([0.5, 0.25, 0.25])
     assert [m.train_config["seed"] for m in fused.members] == [5, 5, 6]
+    assert fused.members[0].train_config["hparams"]["C"] == 0.5
     first, second = (next(m.model.parameters()) for m in fused.members[1:])
     assert not torch.equal(first, second)  # the second draw is another model, not a copy
     assert isinstance(load_model(tmp_path / "run" / "best.pt"), Fusion)
@@ -131,6 +133,7 @@ def test_a_fused_preset_trains_and_cross_validates_its_members(tmp_path: Path, m
     m = crossval_fused(store, "t-fused", tmp_path / "cv", folds=2, device="cpu", **QUIET)
     runs = [json.loads((tmp_path / "cv" / name / "metrics.json").read_text()) for name in ("t-lr", "t-cnn", "t-cnn-2")]
     assert [r["train_config"]["seed"] for r in runs] == [42, 42, 43]
+    assert runs[0]["train_config"]["hparams"]["C"] == 0.5
     assert [[f["speakers"] for f in r["folds"]] for r in runs[1:]] == [[f["speakers"] for f in runs[0]["folds"]]] * 2
     assert m["n"] == runs[0]["n"] and m["weights"] == pytest.approx([0.5, 0.25, 0.25])
     with pytest.raises(SerError, match="no single config"):

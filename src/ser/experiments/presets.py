@@ -17,10 +17,12 @@ from ser.errors import SerError
 
 @dataclass(frozen=True)
 class Member:
-    """One model of a fused preset: ``preset`` trained with the run's seed plus ``seed_offset``."""
+    """One model of a fused preset: ``preset`` trained with the run's seed plus ``seed_offset``,
+    its hyper-parameters updated by ``hparams``."""
 
     preset: str
     seed_offset: int = 0
+    hparams: dict[str, Any] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -75,10 +77,19 @@ PRESETS: dict[str, Preset] = {
                "label_smoothing": 0.1, "schedule": "cosine", "variants": "original", "patience": 0,
                "hparams": {"channels": 128, "time_pool": 2, "dropout": 0.3}},
     ),
+    "tdnn-pair": Preset(
+        description="two draws of 'tdnn' (the run's seed and the next), their class probabilities averaged: "
+                    "CNNs alone, at twice the training time of one",
+        train={}, members=(Member("tdnn"), Member("tdnn", 1)),
+    ),
     "compare-tdnn": Preset(
-        description="the late fusion of 'compare' (weight 0.4) and 'tdnn' (0.6): their class probabilities "
-                    "averaged, the weights chosen on an inner validation split of training actors",
-        train={}, members=(Member("compare"), Member("tdnn")), weights=(0.4, 0.6),
+        description="the late fusion of 'compare' (weight 0.6), scored by its summed pairwise confidences "
+                    "over a temperature of 2, and two draws of 'tdnn' (0.2 each): their class probabilities "
+                    "averaged, the temperature and the SVM's weight chosen on an inner validation split of "
+                    "training actors",
+        train={}, weights=(0.6, 0.2, 0.2),
+        members=(Member("compare", hparams={"scores": "confidence", "temperature": 2.0}),
+                 Member("tdnn"), Member("tdnn", 1)),
         requires={"stats": ["mean", "std"], "extras": ["prosody", "dynamics", "compare"]},
         featurize_hint="--stats mean,std --extras prosody,dynamics,compare",
     ),
@@ -113,9 +124,10 @@ def preset_config(name: str, **overrides: Any):
 
 def member_config(member: Member, seed: int | None = None):
     """The TrainConfig of a fused preset's ``member``: its preset's, seeded with ``seed`` (the
-    preset's own when None) plus the member's offset."""
+    preset's own when None) plus the member's offset, with the member's hyper-parameters."""
     base = preset_config(member.preset)
-    return replace(base, seed=(base.seed if seed is None else seed) + member.seed_offset)
+    return replace(base, seed=(base.seed if seed is None else seed) + member.seed_offset,
+                   hparams={**base.hparams, **member.hparams})
 
 
 def check_store(preset_name: str, feature_config: dict[str, Any], store_path: str) -> None:

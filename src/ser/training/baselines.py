@@ -26,17 +26,32 @@ class LinearScores(nn.Module):
         return self.linear(x)
 
 
+SVM_SCORES = ("votes", "confidence")
+
+
 class RBFSVMScores(nn.Module):
-    """A fitted one-vs-one RBF SVC, scoring like ``SVC.decision_function`` (ovr shape).
+    """A fitted one-vs-one RBF SVC, scoring ``(batch, classes)`` in one of two ways.
+
+    ``scores="votes"`` is ``SVC.decision_function`` (ovr shape): each class's pairwise wins, ties
+    broken by its bounded summed confidence; its softmax is near-constant (about 0.64 for the
+    winner), a rank more than a probability. ``scores="confidence"`` is each class's summed
+    pairwise decision values over ``temperature``: graded scores whose softmax a late fusion can
+    weigh against a network's.
 
     Buffers hold the support vectors ``(n_sv, D)``, dual coefficients ``(classes - 1, n_sv)``,
     intercepts ``(pairs,)`` and per-class support counts; sizes come from the state dict.
     """
 
-    def __init__(self, input_length: int, n_classes: int, *, n_sv: int = 1, gamma: float = 1.0, **_: Any) -> None:
+    def __init__(self, input_length: int, n_classes: int, *, n_sv: int = 1, gamma: float = 1.0,
+                 scores: str = "votes", temperature: float = 1.0, **_: Any) -> None:
         super().__init__()
+        if scores not in SVM_SCORES:
+            raise ValueError(f"svm scores must be one of {', '.join(SVM_SCORES)}, got {scores!r}")
+        if not temperature > 0:
+            raise ValueError(f"svm temperature must be positive, got {temperature}")
         self.n_classes = n_classes
         self.gamma = float(gamma)
+        self.scores, self.temperature = scores, float(temperature)
         pairs = n_classes * (n_classes - 1) // 2
         self.register_buffer("support_vectors", torch.zeros(n_sv, input_length))
         self.register_buffer("dual_coef", torch.zeros(max(n_classes - 1, 1), n_sv))
@@ -69,6 +84,8 @@ class RBFSVMScores(nn.Module):
                 votes[:, i] += (dec[:, p] > 0).float()
                 votes[:, j] += (dec[:, p] <= 0).float()
                 p += 1
+        if self.scores == "confidence":
+            return conf / self.temperature
         # scikit-learn's ovr aggregation: votes, ties broken by bounded summed confidence
         return votes + conf / (3 * (conf.abs() + 1))
 
@@ -105,7 +122,8 @@ def fit_classic(name: str, x: np.ndarray, y: np.ndarray, n_classes: int, hparams
                   class_weight="balanced" if hparams.get("balanced") else None, random_state=seed)
         clf.fit(x, y)
         hp = dict(hparams, n_sv=int(clf.support_vectors_.shape[0]), gamma_value=float(clf._gamma))
-        module = RBFSVMScores(x.shape[1], n_classes, n_sv=hp["n_sv"], gamma=hp["gamma_value"])
+        module = RBFSVMScores(x.shape[1], n_classes, n_sv=hp["n_sv"], gamma=hp["gamma_value"],
+                              scores=hp.get("scores", "votes"), temperature=float(hp.get("temperature", 1.0)))
         with torch.no_grad():
             module.support_vectors.copy_(torch.from_numpy(clf.support_vectors_).float())
             module.dual_coef.copy_(torch.from_numpy(clf.dual_coef_).float())

@@ -255,7 +255,8 @@ def _build_svm(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Mo
     from ser.training.baselines import RBFSVMScores
 
     return RBFSVMScores(int(input_shape[0]), n_classes, n_sv=int(hp.get("n_sv", 1)),
-                        gamma=float(hp.get("gamma_value", 1.0)))
+                        gamma=float(hp.get("gamma_value", 1.0)), scores=str(hp.get("scores", "votes")),
+                        temperature=float(hp.get("temperature", 1.0)))
 
 
 def _build_logreg(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
@@ -266,6 +267,14 @@ def _build_logreg(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn
 
 def _gamma(v: Any) -> Any:
     return "scale" if str(v) == "scale" else float(v)
+
+
+def _svm_scores(v: Any) -> str:
+    from ser.training.baselines import SVM_SCORES
+
+    if str(v) not in SVM_SCORES:
+        raise SerError(f"svm scores must be one of {', '.join(SVM_SCORES)}, got {v!r}")
+    return str(v)
 
 
 def _flag(v: Any) -> bool:
@@ -284,8 +293,10 @@ MODELS: dict[str, ModelSpec] = {
     "tdnn": ModelSpec("tdnn", "mel", _build_tdnn, {"channels": 128, "time_pool": 2, "dropout": 0.3},
                       {"channels": int, "time_pool": int, "dropout": float}),
     # classic baselines on the standardised descriptors, fitted by scikit-learn (see classic.py)
-    "svm": ModelSpec("svm", "descriptors", _build_svm, {"C": 10.0, "gamma": "scale", "balanced": False},
-                     {"C": float, "gamma": _gamma, "balanced": _flag, "n_sv": int, "gamma_value": float},
+    "svm": ModelSpec("svm", "descriptors", _build_svm,
+                     {"C": 10.0, "gamma": "scale", "balanced": False, "scores": "votes", "temperature": 1.0},
+                     {"C": float, "gamma": _gamma, "balanced": _flag, "scores": _svm_scores, "temperature": float,
+                      "n_sv": int, "gamma_value": float},
                      trainer="sklearn"),
     "logreg": ModelSpec("logreg", "descriptors", _build_logreg, {"C": 1.0, "balanced": False},
                         {"C": float, "balanced": _flag}, trainer="sklearn"),
