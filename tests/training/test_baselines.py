@@ -46,3 +46,5 @@ def test_votes_are_svc_decision_function_and_confidence_its_summed_pairs() -> No
 def test_unknown_scores_are_refused_by_name() -> None:
     with pytest.raises(SerError, match="svm scores must be one of votes, confidence"):
         resolve_hparams("svm", {"scores": "platt"})
+    with pytest.raises(SerError, match="svm temperature must be positive"):
+        resolve_hparams("svm", {"temperature": "0"})

@@ -3,8 +3,9 @@
 A preset fixes the model and its settings, and names what the store must hold; a store
 featurized otherwise is refused with the featurize options that would fix it. A fused preset
 names members instead: each is trained (or cross-validated) as its member preset says, with
-the run's seed plus the member's offset, and their class probabilities are averaged
-(:mod:`ser.experiments.fusion`). The same preset twice with other seeds is an ensemble.
+the run's seed plus the member's offset and the member's hyper-parameter updates, and their
+class probabilities are averaged (:mod:`ser.experiments.fusion`). The same preset twice with
+other seeds is an ensemble.
 """
 
 from __future__ import annotations
@@ -118,7 +119,8 @@ def preset_config(name: str, **overrides: Any):
 
     preset = get_preset(name)
     if preset.members:
-        raise SerError(f"preset {name!r} fuses {', '.join(m.name for m in preset.members)}: it has no single config")
+        names = ", ".join(m.name for m in preset.members)
+        raise SerError(f"preset {name!r} fuses {names}: it has no single config")
     return TrainConfig(**{**preset.train, **overrides})
 
 

@@ -277,6 +277,12 @@ def _svm_scores(v: Any) -> str:
     return str(v)
 
 
+def _temperature(v: Any) -> float:
+    if not float(v) > 0:
+        raise SerError(f"svm temperature must be positive, got {v!r}")
+    return float(v)
+
+
 def _flag(v: Any) -> bool:
     return v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes", "on")
 
@@ -295,7 +301,7 @@ MODELS: dict[str, ModelSpec] = {
     # classic baselines on the standardised descriptors, fitted by scikit-learn (see classic.py)
     "svm": ModelSpec("svm", "descriptors", _build_svm,
                      {"C": 10.0, "gamma": "scale", "balanced": False, "scores": "votes", "temperature": 1.0},
-                     {"C": float, "gamma": _gamma, "balanced": _flag, "scores": _svm_scores, "temperature": float,
+                     {"C": float, "gamma": _gamma, "balanced": _flag, "scores": _svm_scores, "temperature": _temperature,
                       "n_sv": int, "gamma_value": float},
                      trainer="sklearn"),
     "logreg": ModelSpec("logreg", "descriptors", _build_logreg, {"C": 1.0, "balanced": False},
