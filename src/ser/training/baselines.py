@@ -58,6 +58,12 @@ class RBFSVMScores(nn.Module):
         self.register_buffer("intercept", torch.zeros(pairs))
         self.register_buffer("n_support", torch.zeros(n_classes, dtype=torch.long))
 
+    @classmethod
+    def from_hparams(cls, input_length: int, n_classes: int, hp: dict[str, Any]) -> "RBFSVMScores":
+        """The empty module that a fitted SVM's hyper-parameters (sizes included) describe."""
+        return cls(input_length, n_classes, n_sv=int(hp.get("n_sv", 1)), gamma=float(hp.get("gamma_value", 1.0)),
+                   scores=str(hp.get("scores", "votes")), temperature=float(hp.get("temperature", 1.0)))
+
     def ovo(self, x: torch.Tensor) -> torch.Tensor:
         """One-vs-one decision values ``(batch, pairs)``: positive favours the first class."""
         x = x.float()
@@ -122,8 +128,7 @@ def fit_classic(name: str, x: np.ndarray, y: np.ndarray, n_classes: int, hparams
                   class_weight="balanced" if hparams.get("balanced") else None, random_state=seed)
         clf.fit(x, y)
         hp = dict(hparams, n_sv=int(clf.support_vectors_.shape[0]), gamma_value=float(clf._gamma))
-        module = RBFSVMScores(x.shape[1], n_classes, n_sv=hp["n_sv"], gamma=hp["gamma_value"],
-                              scores=hp.get("scores", "votes"), temperature=float(hp.get("temperature", 1.0)))
+        module = RBFSVMScores.from_hparams(x.shape[1], n_classes, hp)
         with torch.no_grad():
             module.support_vectors.copy_(torch.from_numpy(clf.support_vectors_).float())
             module.dual_coef.copy_(torch.from_numpy(clf.dual_coef_).float())

@@ -254,9 +254,7 @@ def _build_tdnn(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.M
 def _build_svm(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
     from ser.training.baselines import RBFSVMScores
 
-    return RBFSVMScores(int(input_shape[0]), n_classes, n_sv=int(hp.get("n_sv", 1)),
-                        gamma=float(hp.get("gamma_value", 1.0)), scores=str(hp.get("scores", "votes")),
-                        temperature=float(hp.get("temperature", 1.0)))
+    return RBFSVMScores.from_hparams(int(input_shape[0]), n_classes, hp)
 
 
 def _build_logreg(input_shape: tuple[int, ...], n_classes: int, **hp: Any) -> nn.Module:
