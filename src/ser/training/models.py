@@ -299,8 +299,8 @@ MODELS: dict[str, ModelSpec] = {
     # classic baselines on the standardised descriptors, fitted by scikit-learn (see classic.py)
     "svm": ModelSpec("svm", "descriptors", _build_svm,
                      {"C": 10.0, "gamma": "scale", "balanced": False, "scores": "votes", "temperature": 1.0},
-                     {"C": float, "gamma": _gamma, "balanced": _flag, "scores": _svm_scores, "temperature": _temperature,
-                      "n_sv": int, "gamma_value": float},
+                     {"C": float, "gamma": _gamma, "balanced": _flag, "scores": _svm_scores,
+                      "temperature": _temperature, "n_sv": int, "gamma_value": float},
                      trainer="sklearn"),
     "logreg": ModelSpec("logreg", "descriptors", _build_logreg, {"C": 1.0, "balanced": False},
                         {"C": float, "balanced": _flag}, trainer="sklearn"),
