@@ -459,6 +459,42 @@ def test_multiprocessing_backend_gives_the_same_rows(small_store_config, tmp_pat
     assert_same_store(one.out, mp.out)
 
 
+_STARTED: list[Path] = []  # where the forked workers of the test below mark the tasks they begin
+
+
+def _marking_worker_task(task, spec, cfg):
+    (_STARTED[0] / f"{task.seq:06d}").touch()
+    return worker_mod.worker_task(task, spec, cfg)
+
+
+def test_a_pool_that_cannot_stream_commits_its_parts_a_window_at_a_time(
+        small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # joblib's multiprocessing pool hands results back a whole call at a time: one call for the
+    # whole plan would commit nothing until the last task ended, and a crash would lose the run
+    import ser.featurize.job as job
+
+    cfg = dataclasses.replace(_two_emotions(small_store_config, tmp_path / "mp.h5"), workers=2,
+                              backend="multiprocessing", min_clips_per_worker=1)
+    marks = tmp_path / "started"
+    marks.mkdir()
+    _STARTED[:] = [marks]
+    monkeypatch.setattr(job, "worker_task", _marking_worker_task)  # the pool forks: its workers see this
+    started_at_commit: list[int] = []
+    real = StoreWriter.commit
+
+    def spy(self, receipt):
+        started_at_commit.append(len(list(marks.iterdir())))
+        return real(self, receipt)
+
+    monkeypatch.setattr(StoreWriter, "commit", spy)
+    try:
+        featurize(cfg, progress=False, log=quiet)
+    finally:
+        _STARTED.clear()
+    n_tasks = len(list(marks.iterdir()))
+    assert n_tasks > 4 and started_at_commit[0] <= 4 < n_tasks  # the first window: two tasks a worker
+
+
 def test_remote_workers_that_cannot_see_the_work_folder_return_rows_and_the_parent_writes_them(
         small_store: Path, small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """One code path, two callers: the parent writes the part a worker would have written."""
