@@ -12,7 +12,13 @@ round), and prints:
   the merge), and the ratio 1 worker / 2 workers, the median of each round's own ratio (this
   VM's speed drifts by ~5 % from minute to minute);
 - the parent process's own CPU time per clip (``getrusage(RUSAGE_SELF)`` around the command's
-  call, so the workers are excluded; commits and the merge included, imports not).
+  call, so the workers are excluded; commits and the merge included, and the imports the command
+  makes once it is called), over the whole command, and its marginal cost: the difference
+  between this and a run of 2 workers on the first half of the clips, per clip of the
+  difference (what caps the throughput of any number of workers; fixed costs cancel out);
+- the floor under any merge that writes the store: the system CPU time of copying the 2-worker
+  store's file once with ``os.copy_file_range`` (the kernel putting its bytes into the page
+  cache, no user-space copy), per clip.
 """
 
 from __future__ import annotations
@@ -56,7 +62,7 @@ def corpus(n: int, root: Path) -> Path:
 
 
 def run(data: Path, workers: int, root: Path) -> dict:
-    out = root / f"w{workers}.h5"
+    out = root / f"{data.name}-w{workers}.h5"
     t = time.perf_counter()
     proc = subprocess.run([sys.executable, str(HERE), "--child", str(data), str(out), str(workers)],
                           capture_output=True, text=True)
@@ -67,15 +73,40 @@ def run(data: Path, workers: int, root: Path) -> dict:
     return {"wall_s": round(wall, 2), "parent_cpu_s": round(cpu, 3)}
 
 
-def measure(data: Path, n: int, rounds: int, root: Path) -> dict:
+def copy_floor_ms(store: Path, n: int) -> float:
+    """System CPU ms per clip of writing ``store``'s bytes once more, in the kernel."""
+    import os
+    import resource
+
+    copy = store.with_suffix(".copy")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
+    with open(store, "rb") as src, open(copy, "wb") as dst:
+        left = os.fstat(src.fileno()).st_size
+        while left > 0:
+            left -= os.copy_file_range(src.fileno(), dst.fileno(), left)
+    seconds = resource.getrusage(resource.RUSAGE_SELF).ru_stime - before
+    copy.unlink()
+    return round(1000 * seconds / n, 3)
+
+
+def measure(data: Path, n: int, rounds: int, root: Path, half: Path | None = None) -> dict:
     runs: dict[int, list[dict]] = {1: [], 2: []}
+    halves: list[dict] = []
     for r in range(rounds):
         for workers in ((1, 2) if r % 2 == 0 else (2, 1)):
             runs[workers].append(run(data, workers, root))
+        if half is not None:
+            halves.append(run(half, 2, root))
     ratios = [a["wall_s"] / b["wall_s"] for a, b in zip(runs[1], runs[2])]
-    return {"clips": n, "wall_1_s": [x["wall_s"] for x in runs[1]], "wall_2_s": [x["wall_s"] for x in runs[2]],
-            "speedup_2_vs_1": round(statistics.median(ratios), 3), "rounds": [round(x, 3) for x in ratios],
-            "parent_cpu_ms_per_clip_2_workers": round(1000 * statistics.median(x["parent_cpu_s"] for x in runs[2]) / n, 3)}
+    cpu2 = statistics.median(x["parent_cpu_s"] for x in runs[2])
+    result = {"clips": n, "wall_1_s": [x["wall_s"] for x in runs[1]], "wall_2_s": [x["wall_s"] for x in runs[2]],
+              "speedup_2_vs_1": round(statistics.median(ratios), 3), "rounds": [round(x, 3) for x in ratios],
+              "parent_cpu_ms_per_clip_2_workers": round(1000 * cpu2 / n, 3)}
+    if half is not None:
+        marginal = (cpu2 - statistics.median(x["parent_cpu_s"] for x in halves)) / (n - n // 2)
+        result["parent_cpu_ms_per_clip_marginal"] = round(1000 * marginal, 3)
+        result["store_copy_floor_sys_ms_per_clip"] = copy_floor_ms(root / f"{data.name}-w2.h5", n)
+    return result
 
 
 def main() -> None:
@@ -86,9 +117,9 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for n in (args.clips, args.small):
+        for n, half in ((args.clips, args.clips // 2), (args.small, 0)):
             if n:
-                result = measure(corpus(n, root), n, args.rounds, root)
+                result = measure(corpus(n, root), n, args.rounds, root, corpus(half, root) if half else None)
                 print(json.dumps(result), flush=True)
 
 
