@@ -55,6 +55,8 @@ def child(data: str, out: str, workers: str) -> None:
 def corpus(n: int, root: Path) -> Path:
     """A folder of links to the first ``n`` real clips."""
     folder = root / f"clips{n}"
+    if folder.exists():  # made already (the half of --clips may be --small)
+        return folder
     folder.mkdir()
     for src in sorted(AUDIO.glob("*.flac"))[:n]:
         (folder / src.name).symlink_to(src)
@@ -82,8 +84,8 @@ def copy_floor_ms(store: Path, n: int) -> float:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_stime
     with open(store, "rb") as src, open(copy, "wb") as dst:
         left = os.fstat(src.fileno()).st_size
-        while left > 0:
-            left -= os.copy_file_range(src.fileno(), dst.fileno(), left)
+        while left > 0 and (copied := os.copy_file_range(src.fileno(), dst.fileno(), left)):
+            left -= copied
     seconds = resource.getrusage(resource.RUSAGE_SELF).ru_stime - before
     copy.unlink()
     return round(1000 * seconds / n, 3)

@@ -459,11 +459,9 @@ def test_multiprocessing_backend_gives_the_same_rows(small_store_config, tmp_pat
     assert_same_store(one.out, mp.out)
 
 
-_STARTED: list[Path] = []  # where the forked workers of the test below mark the tasks they begin
-
-
 def _marking_worker_task(task, spec, cfg):
-    (_STARTED[0] / f"{task.seq:06d}").touch()
+    """worker_task, noting in $SER_TEST_STARTED that the task began."""
+    (Path(os.environ["SER_TEST_STARTED"]) / f"{task.seq:06d}").touch()
     return worker_mod.worker_task(task, spec, cfg)
 
 
@@ -471,14 +469,18 @@ def test_a_pool_that_cannot_stream_commits_its_parts_a_window_at_a_time(
         small_store_config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # joblib's multiprocessing pool hands results back a whole call at a time: one call for the
     # whole plan would commit nothing until the last task ended, and a crash would lose the run
+    import multiprocessing
+
     import ser.featurize.job as job
 
+    if multiprocessing.get_start_method() != "fork":
+        pytest.skip("watches the tasks that forked workers begin")
     cfg = dataclasses.replace(_two_emotions(small_store_config, tmp_path / "mp.h5"), workers=2,
                               backend="multiprocessing", min_clips_per_worker=1)
     marks = tmp_path / "started"
     marks.mkdir()
-    _STARTED[:] = [marks]
-    monkeypatch.setattr(job, "worker_task", _marking_worker_task)  # the pool forks: its workers see this
+    monkeypatch.setenv("SER_TEST_STARTED", str(marks))
+    monkeypatch.setattr(job, "worker_task", _marking_worker_task)  # forked workers see it too
     started_at_commit: list[int] = []
     real = StoreWriter.commit
 
@@ -487,10 +489,7 @@ def test_a_pool_that_cannot_stream_commits_its_parts_a_window_at_a_time(
         return real(self, receipt)
 
     monkeypatch.setattr(StoreWriter, "commit", spy)
-    try:
-        featurize(cfg, progress=False, log=quiet)
-    finally:
-        _STARTED.clear()
+    featurize(cfg, progress=False, log=quiet)
     n_tasks = len(list(marks.iterdir()))
     assert n_tasks > 4 and started_at_commit[0] <= 4 < n_tasks  # the first window: two tasks a worker
 

@@ -173,7 +173,8 @@ def receipts(tasks: list[Task], spec: PartSpec, task_cfg: TaskConfig, cfg: Featu
     """The tasks' receipts in plan order, computed by ``workers`` processes (the parent itself
     for one). Receipts are small, so the workers never wait for the parent to take them; rows
     returned by a remote cluster's workers are not, so there the tasks go in windows of two a
-    worker, and memory stays bounded. So do they where the pool returns a window only whole."""
+    worker, and memory stays bounded; so do they where the pool hands a window back only whole
+    (joblib's multiprocessing), so that parts are committed as the run goes."""
     from ser.featurize.backends import LOCAL_BACKENDS, compute_backend
 
     if workers <= 1 and cfg.backend in LOCAL_BACKENDS:
@@ -187,9 +188,9 @@ def receipts(tasks: list[Task], spec: PartSpec, task_cfg: TaskConfig, cfg: Featu
         return
     from joblib import Parallel, delayed
 
+    # a task is handed out whenever one ends (joblib dispatches on completion), a few ahead
+    window, ahead = (len(tasks), "4*n_jobs") if spec.work is not None else (2 * workers, "all")
     with compute_backend(cfg.backend, workers=workers, scheduler=cfg.scheduler):
-        # a task is handed out whenever one ends (joblib dispatches on completion), a few ahead
-        window, ahead = (len(tasks), "4*n_jobs") if spec.work is not None else (2 * workers, "all")
         try:  # batch_size=1: a task is already a batch of clips
             pool = Parallel(return_as="generator", pre_dispatch=ahead, batch_size=1)
         except ValueError:
