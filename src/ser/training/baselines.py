@@ -29,6 +29,24 @@ class LinearScores(nn.Module):
 SVM_SCORES = ("votes", "confidence")
 
 
+def svm_scores(v: Any) -> str:
+    """``v`` as one of :data:`SVM_SCORES`; ValueError otherwise."""
+    if str(v) not in SVM_SCORES:
+        raise ValueError(f"svm scores must be one of {', '.join(SVM_SCORES)}, got {v!r}")
+    return str(v)
+
+
+def svm_temperature(v: Any) -> float:
+    """``v`` as a positive temperature; ValueError otherwise."""
+    try:
+        t = float(v)
+    except (TypeError, ValueError):
+        t = float("nan")
+    if not t > 0:
+        raise ValueError(f"svm temperature must be positive, got {v!r}")
+    return t
+
+
 class RBFSVMScores(nn.Module):
     """A fitted one-vs-one RBF SVC, scoring ``(batch, classes)`` in one of two ways.
 
@@ -45,13 +63,9 @@ class RBFSVMScores(nn.Module):
     def __init__(self, input_length: int, n_classes: int, *, n_sv: int = 1, gamma: float = 1.0,
                  scores: str = "votes", temperature: float = 1.0, **_: Any) -> None:
         super().__init__()
-        if scores not in SVM_SCORES:
-            raise ValueError(f"svm scores must be one of {', '.join(SVM_SCORES)}, got {scores!r}")
-        if not temperature > 0:
-            raise ValueError(f"svm temperature must be positive, got {temperature}")
         self.n_classes = n_classes
         self.gamma = float(gamma)
-        self.scores, self.temperature = scores, float(temperature)
+        self.scores, self.temperature = svm_scores(scores), svm_temperature(temperature)
         pairs = n_classes * (n_classes - 1) // 2
         self.register_buffer("support_vectors", torch.zeros(n_sv, input_length))
         self.register_buffer("dual_coef", torch.zeros(max(n_classes - 1, 1), n_sv))

@@ -268,17 +268,21 @@ def _gamma(v: Any) -> Any:
 
 
 def _svm_scores(v: Any) -> str:
-    from ser.training.baselines import SVM_SCORES
+    from ser.training.baselines import svm_scores
 
-    if str(v) not in SVM_SCORES:
-        raise SerError(f"svm scores must be one of {', '.join(SVM_SCORES)}, got {v!r}")
-    return str(v)
+    try:
+        return svm_scores(v)
+    except ValueError as exc:
+        raise SerError(str(exc)) from None
 
 
 def _temperature(v: Any) -> float:
-    if not float(v) > 0:
-        raise SerError(f"svm temperature must be positive, got {v!r}")
-    return float(v)
+    from ser.training.baselines import svm_temperature
+
+    try:
+        return svm_temperature(v)
+    except ValueError as exc:
+        raise SerError(str(exc)) from None
 
 
 def _flag(v: Any) -> bool:
